@@ -1,0 +1,371 @@
+"""SpeedPlan: what one generation asks Speedkit to change, validated, and its infotext form.
+
+One frozen dataclass per feature. Construction validates: an invalid plan cannot exist, and the
+error names the field and the allowed values. A disabled feature always carries its default
+settings (they are normalised on construction), so a plan round-trips exactly through infotext,
+which only records non-default values.
+
+Infotext keys (values as written by :func:`format_infotext`)::
+
+    Speedkit attention: sdp-flash
+    Speedkit cutoff: fraction 0.75          (or "sigma 1.5", "adaptive 0.995")
+    Speedkit ToMe: 0.5
+    Speedkit ToMe downsample: 2
+    Speedkit ToMe stride: 2x2
+    Speedkit ToMe random: True
+    Speedkit ToMe seed: 1234
+    Speedkit channels-last: True
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+
+from .errors import PlanError, allowed_choices
+
+KEEP = "keep"
+"""Attention choice that leaves the current backend in place."""
+
+LIBRARY_BACKENDS = ("v1", "sdp", "sdp-flash", "sdp-efficient", "sdp-cudnn", "sdp-math", "xformers")
+"""Backends lib_speedkit implements itself (see attention.py)."""
+
+HOST_BACKENDS = ("sdp-no-mem", "doggettx", "sub-quadratic", "invokeai", "none")
+"""Backends only the WebUI host provides; lib_speedkit never re-implements them."""
+
+ATTENTION_CHOICES = (KEEP, *LIBRARY_BACKENDS, *HOST_BACKENDS)
+
+CUTOFF_MODES = ("off", "sigma", "fraction", "adaptive")
+CUTOFF_DEFAULT_VALUES = {"off": 0.0, "sigma": 1.0, "fraction": 0.75, "adaptive": 0.995}
+TOME_MAX_RATIO = 0.75
+TOME_DOWNSAMPLES = (1, 2, 4, 8)
+TOME_MAX_STRIDE = 8
+
+INFOTEXT_PREFIX = "Speedkit "
+KEY_ATTENTION = "Speedkit attention"
+KEY_CUTOFF = "Speedkit cutoff"
+KEY_TOME = "Speedkit ToMe"
+KEY_TOME_DOWNSAMPLE = "Speedkit ToMe downsample"
+KEY_TOME_STRIDE = "Speedkit ToMe stride"
+KEY_TOME_RANDOM = "Speedkit ToMe random"
+KEY_TOME_SEED = "Speedkit ToMe seed"
+KEY_CHANNELS_LAST = "Speedkit channels-last"
+
+
+def canonical_backend_name(name: str) -> str:
+    """Map a backend name or a WebUI optimizer title to its canonical lower-case name.
+
+    ``"sdp - scaled dot product"`` -> ``"sdp"``, ``"V1 - original v1"`` -> ``"v1"``,
+    ``"Doggettx"`` -> ``"doggettx"``. Unknown names are returned lower-cased (validation rejects them).
+    """
+    return name.split(" - ", 1)[0].strip().lower()
+
+
+def _real(field_name: str, value: object, allowed: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise PlanError(field_name, value, allowed)
+    return float(value)
+
+
+def _integer(field_name: str, value: object, allowed: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise PlanError(field_name, value, allowed)
+    return value
+
+
+def _flag(field_name: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise PlanError(field_name, value, "True or False")
+    return value
+
+
+def _set(obj: object, name: str, value: object) -> None:
+    object.__setattr__(obj, name, value)
+
+
+@dataclass(frozen=True)
+class AttentionConfig:
+    """Cross-attention backend for the UNet.
+
+    Cost: none in quality for the exact backends (`sdp*`, `v1`, `xformers` compute the same
+    attention; results differ only by float rounding, and `sdp-math` is deterministic). Memory:
+    `v1`/`sdp-math` materialise the full attention matrix (quadratic in tokens); flash/efficient/
+    xformers kernels do not.
+    """
+
+    backend: str = KEEP
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.backend, str):
+            raise PlanError("attention.backend", self.backend, allowed_choices(ATTENTION_CHOICES))
+        name = canonical_backend_name(self.backend)
+        if name not in ATTENTION_CHOICES:
+            raise PlanError("attention.backend", self.backend, allowed_choices(ATTENTION_CHOICES))
+        _set(self, "backend", name)
+
+    @property
+    def enabled(self) -> bool:
+        return self.backend != KEEP
+
+
+@dataclass(frozen=True)
+class GuidanceCutoffConfig:
+    """When to stop running the unconditional (negative prompt) UNet pass.
+
+    Modes and the meaning of `value`:
+      * ``off``: always run it (value ignored).
+      * ``sigma``: skip at every step whose sigma < value (value > 0).
+      * ``fraction``: skip for steps >= value * total steps (value in 0..1; 1 never skips).
+      * ``adaptive``: skip for the rest of sampling once the cosine similarity of the cond and
+        uncond noise predictions reaches value (tau, 0..1).
+    Cost: each skipped step runs the UNet on half the batch (about half the GPU work of that
+    step) and is pure conditional guidance; late steps change fine detail slightly, the negative
+    prompt stops acting from the cutoff on. No extra memory.
+    """
+
+    mode: str = "off"
+    value: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.mode not in CUTOFF_MODES:
+            raise PlanError("cutoff.mode", self.mode, allowed_choices(CUTOFF_MODES))
+        if self.mode == "off":
+            _set(self, "value", 0.0)
+            return
+        value = _real(f"cutoff.value ({self.mode})", self.value, self._allowed_values())
+        if not self._value_ok(value):
+            raise PlanError(f"cutoff.value ({self.mode})", self.value, self._allowed_values())
+        _set(self, "value", value)
+
+    def _allowed_values(self) -> str:
+        return "a sigma > 0" if self.mode == "sigma" else "a number from 0 to 1"
+
+    def _value_ok(self, value: float) -> bool:
+        return value > 0 if self.mode == "sigma" else 0.0 <= value <= 1.0
+
+    @classmethod
+    def for_mode(cls, mode: str) -> GuidanceCutoffConfig:
+        """The mode with its documented default value."""
+        return cls(mode, CUTOFF_DEFAULT_VALUES.get(mode, 0.0))
+
+    @property
+    def enabled(self) -> bool:
+        return self.mode != "off"
+
+
+@dataclass(frozen=True)
+class TokenMergingConfig:
+    """Token merging (ToMe) on the self-attention of the UNet's transformer blocks.
+
+    `ratio` is the share of tokens merged (0 = off, at most 0.75 and at most 1 - 1/(sx*sy));
+    `max_downsample` (1/2/4/8) limits it to the layers with at most that downsampling; `sx`,`sy`
+    are the stride of the destination grid; `use_rand` randomises the destination choice, drawn
+    from a generator seeded with `seed` (None: the generator's default seed).
+    Cost: lossy. Images change visibly from ~0.3 up, more with higher max_downsample; saves GPU
+    work mainly at high resolutions (few % at 512², more at 1024²) and some attention memory.
+    """
+
+    ratio: float = 0.0
+    max_downsample: int = 1
+    sx: int = 2
+    sy: int = 2
+    use_rand: bool = False
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        ratio = _real("tome.ratio", self.ratio, f"a number from 0 to {TOME_MAX_RATIO}")
+        if not 0.0 <= ratio <= TOME_MAX_RATIO:
+            raise PlanError("tome.ratio", self.ratio, f"a number from 0 to {TOME_MAX_RATIO}")
+        _set(self, "ratio", ratio)
+        if ratio == 0.0:
+            self._reset_to_defaults()
+            return
+        self._validate_options()
+
+    def _reset_to_defaults(self) -> None:
+        for name in ("max_downsample", "sx", "sy", "use_rand", "seed"):
+            _set(self, name, getattr(TokenMergingConfig, name))
+
+    def _validate_options(self) -> None:
+        downsample = _integer("tome.max_downsample", self.max_downsample, allowed_choices(TOME_DOWNSAMPLES))
+        if downsample not in TOME_DOWNSAMPLES:
+            raise PlanError("tome.max_downsample", self.max_downsample, allowed_choices(TOME_DOWNSAMPLES))
+        _set(self, "max_downsample", downsample)
+        for name in ("sx", "sy"):
+            stride = _integer(f"tome.{name}", getattr(self, name), f"an integer from 1 to {TOME_MAX_STRIDE}")
+            if not 1 <= stride <= TOME_MAX_STRIDE:
+                raise PlanError(f"tome.{name}", stride, f"an integer from 1 to {TOME_MAX_STRIDE}")
+            _set(self, name, stride)
+        stride_limit = 1.0 - 1.0 / (self.sx * self.sy)
+        if self.ratio > stride_limit:
+            raise PlanError("tome.ratio", self.ratio, f"at most {stride_limit:g} with stride {self.sx}x{self.sy}")
+        _flag("tome.use_rand", self.use_rand)
+        if not self.use_rand:
+            _set(self, "seed", None)
+        elif self.seed is not None:
+            seed = _integer("tome.seed", self.seed, "an integer >= 0 or None")
+            if seed < 0:
+                raise PlanError("tome.seed", self.seed, "an integer >= 0 or None")
+            _set(self, "seed", seed)
+
+    @property
+    def enabled(self) -> bool:
+        return self.ratio > 0.0
+
+
+@dataclass(frozen=True)
+class ChannelsLastConfig:
+    """Run the UNet with channels-last (NHWC) convolution weights and inputs.
+
+    Cost: lossless in value (same numbers, other memory layout; cuDNN may pick kernels whose
+    rounding differs slightly). Converting the weights costs a one-off copy of the conv weights
+    (transient memory of that size) when applied and again when undone.
+    """
+
+    enabled: bool = False
+
+    def __post_init__(self) -> None:
+        _flag("channels_last.enabled", self.enabled)
+
+
+@dataclass(frozen=True)
+class SpeedPlan:
+    """Everything Speedkit changes for one generation. The default plan changes nothing."""
+
+    attention: AttentionConfig = field(default_factory=AttentionConfig)
+    cutoff: GuidanceCutoffConfig = field(default_factory=GuidanceCutoffConfig)
+    tome: TokenMergingConfig = field(default_factory=TokenMergingConfig)
+    channels_last: ChannelsLastConfig = field(default_factory=ChannelsLastConfig)
+
+    def __post_init__(self) -> None:
+        expected = {
+            "attention": AttentionConfig,
+            "cutoff": GuidanceCutoffConfig,
+            "tome": TokenMergingConfig,
+            "channels_last": ChannelsLastConfig,
+        }
+        for name, kind in expected.items():
+            if not isinstance(getattr(self, name), kind):
+                raise PlanError(name, getattr(self, name), f"a {kind.__name__}")
+
+    @property
+    def is_noop(self) -> bool:
+        """True when the plan changes nothing."""
+        return self == SpeedPlan()
+
+    def to_infotext(self) -> dict[str, str]:
+        return format_infotext(self)
+
+    @classmethod
+    def from_infotext(cls, params: Mapping[str, object]) -> SpeedPlan:
+        """Lenient parse (unknown keys and unreadable values are ignored); see parse_infotext."""
+        return parse_infotext(params).plan
+
+
+def _number_text(value: float) -> str:
+    """Shortest text that parses back to exactly `value`."""
+    return repr(float(value))
+
+
+def format_infotext(plan: SpeedPlan) -> dict[str, str]:
+    """Infotext entries for the non-default parts of `plan` (empty for the no-op plan)."""
+    entries: dict[str, str] = {}
+    if plan.attention.enabled:
+        entries[KEY_ATTENTION] = plan.attention.backend
+    if plan.cutoff.enabled:
+        entries[KEY_CUTOFF] = f"{plan.cutoff.mode} {_number_text(plan.cutoff.value)}"
+    entries.update(_format_tome(plan.tome))
+    if plan.channels_last.enabled:
+        entries[KEY_CHANNELS_LAST] = "True"
+    return entries
+
+
+def _format_tome(tome: TokenMergingConfig) -> dict[str, str]:
+    if not tome.enabled:
+        return {}
+    defaults = TokenMergingConfig(ratio=tome.ratio)
+    entries = {KEY_TOME: _number_text(tome.ratio)}
+    if tome.max_downsample != defaults.max_downsample:
+        entries[KEY_TOME_DOWNSAMPLE] = str(tome.max_downsample)
+    if (tome.sx, tome.sy) != (defaults.sx, defaults.sy):
+        entries[KEY_TOME_STRIDE] = f"{tome.sx}x{tome.sy}"
+    if tome.use_rand:
+        entries[KEY_TOME_RANDOM] = "True"
+    if tome.seed is not None:
+        entries[KEY_TOME_SEED] = str(tome.seed)
+    return entries
+
+
+@dataclass(frozen=True)
+class ParsedPlan:
+    """Result of parsing infotext: the plan, and what could not be read (never an exception)."""
+
+    plan: SpeedPlan
+    problems: tuple[str, ...] = ()
+
+
+def parse_infotext(params: Mapping[str, object]) -> ParsedPlan:
+    """Read a SpeedPlan back from infotext parameters (as A1111's parser returns them).
+
+    Keys that are not Speedkit's, and Speedkit keys this version does not know (from a newer
+    version), are ignored. A known key with a value this version cannot use leaves that feature
+    at its default and is reported in `problems`.
+    """
+    problems: list[str] = []
+    text = {k: str(v).strip() for k, v in params.items() if isinstance(k, str) and k.startswith(INFOTEXT_PREFIX)}
+    attention = _parse_part(problems, KEY_ATTENTION, lambda: _parse_attention(text), AttentionConfig())
+    cutoff = _parse_part(problems, KEY_CUTOFF, lambda: _parse_cutoff(text), GuidanceCutoffConfig())
+    tome = _parse_part(problems, KEY_TOME, lambda: _parse_tome(text), TokenMergingConfig())
+    channels_last = _parse_part(
+        problems, KEY_CHANNELS_LAST, lambda: ChannelsLastConfig(_parse_bool(text.get(KEY_CHANNELS_LAST, "False"))),
+        ChannelsLastConfig(),
+    )
+    return ParsedPlan(SpeedPlan(attention, cutoff, tome, channels_last), tuple(problems))
+
+
+def _parse_part(problems: list[str], key: str, parse, default):
+    try:
+        return parse()
+    except (ValueError, TypeError) as error:
+        problems.append(f"{key}: {error}")
+        return default
+
+
+def _parse_attention(text: Mapping[str, str]) -> AttentionConfig:
+    return AttentionConfig(text.get(KEY_ATTENTION, KEEP))
+
+
+def _parse_cutoff(text: Mapping[str, str]) -> GuidanceCutoffConfig:
+    if KEY_CUTOFF not in text:
+        return GuidanceCutoffConfig()
+    mode, _, value = text[KEY_CUTOFF].partition(" ")
+    return GuidanceCutoffConfig(mode.strip().lower(), float(value) if value.strip() else math.nan)
+
+
+def _parse_tome(text: Mapping[str, str]) -> TokenMergingConfig:
+    if KEY_TOME not in text:
+        return TokenMergingConfig()
+    config = TokenMergingConfig(ratio=float(text[KEY_TOME]))
+    options: dict[str, object] = {}
+    if KEY_TOME_DOWNSAMPLE in text:
+        options["max_downsample"] = int(text[KEY_TOME_DOWNSAMPLE])
+    if KEY_TOME_STRIDE in text:
+        sx, _, sy = text[KEY_TOME_STRIDE].lower().partition("x")
+        options["sx"], options["sy"] = int(sx), int(sy)
+    if KEY_TOME_RANDOM in text:
+        options["use_rand"] = _parse_bool(text[KEY_TOME_RANDOM])
+    if KEY_TOME_SEED in text:
+        options["seed"] = int(text[KEY_TOME_SEED])
+    return replace(config, **options)
+
+
+def _parse_bool(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("true", "1", "yes", "on"):
+        return True
+    if lowered in ("false", "0", "no", "off"):
+        return False
+    raise ValueError(f"{value!r} is not True or False")
