@@ -1,0 +1,162 @@
+"""Attention backends compute ldm's original attention, and their patches undo exactly."""
+
+import copy
+
+import pytest
+import torch
+
+from lib_speedkit.attention import (
+    BACKENDS,
+    active_backend,
+    apply_attention,
+    attention_modules,
+    get_backend,
+)
+from lib_speedkit.errors import BackendUnavailable
+from lib_speedkit.plan import LIBRARY_BACKENDS
+from lib_speedkit.snapshot import ModuleSnapshot
+from tiny_models import CONTEXT_DIM, CONTEXT_TOKENS, unet_output
+
+TOLERANCE = 1e-5  # max abs error vs ldm's original forward, fp32 on CPU
+CPU_BACKENDS = [name for name, backend in BACKENDS.items() if backend.is_available("cpu", torch.float32, 64)]
+CPU_UNAVAILABLE = [name for name in BACKENDS if name not in CPU_BACKENDS]
+
+
+def _ldm_attention(query_dim=64, context_dim=None, heads=4, dim_head=16):
+    from ldm.modules.attention import CrossAttention
+
+    torch.manual_seed(3)
+    module = CrossAttention(query_dim, context_dim=context_dim, heads=heads, dim_head=dim_head)
+    for param in module.parameters():
+        torch.nn.init.normal_(param, std=0.3)
+    return module.eval()
+
+
+def test_registry_is_what_the_plan_allows():
+    assert tuple(BACKENDS) == LIBRARY_BACKENDS
+
+
+def test_v1_sdp_flash_and_math_run_on_cpu():
+    assert {"v1", "sdp", "sdp-flash", "sdp-math"} <= set(CPU_BACKENDS)
+
+
+@pytest.mark.parametrize("name", CPU_BACKENDS)
+@pytest.mark.parametrize("kind", ["cross", "self"])
+def test_backend_equals_ldm_original_forward(name, kind):
+    module = _ldm_attention(context_dim=CONTEXT_DIM if kind == "cross" else None)
+    generator = torch.Generator().manual_seed(5)
+    x = torch.randn(2, 256, 64, generator=generator)
+    context = torch.randn(2, CONTEXT_TOKENS, CONTEXT_DIM, generator=generator) if kind == "cross" else None
+    with torch.no_grad():
+        expected = module(x, context=context)
+        actual = BACKENDS[name].forward(module, x, context=context)
+    error = (actual - expected).abs().max().item()
+    assert error <= TOLERANCE, f"{name} {kind}-attention max abs error {error:.2e}"
+
+
+@pytest.mark.parametrize("name", ["v1", "sdp", "sdp-math"])
+def test_backend_honours_ldm_key_mask(name):
+    module = _ldm_attention(context_dim=CONTEXT_DIM)
+    generator = torch.Generator().manual_seed(6)
+    x = torch.randn(2, 32, 64, generator=generator)
+    context = torch.randn(2, CONTEXT_TOKENS, CONTEXT_DIM, generator=generator)
+    mask = torch.rand(2, CONTEXT_TOKENS, generator=generator) > 0.3
+    with torch.no_grad():
+        expected = module(x, context=context, mask=mask)
+        actual = BACKENDS[name].forward(module, x, context=context, mask=mask)
+    assert (actual - expected).abs().max().item() <= TOLERANCE
+
+
+@pytest.mark.parametrize("name", CPU_UNAVAILABLE)
+def test_unavailable_backend_says_why(name):
+    availability = BACKENDS[name].is_available("cpu", torch.float32, 64)
+    assert not availability
+    assert availability.reason
+    if name.startswith("sdp-"):
+        assert "CUDA" in availability.reason
+
+
+@pytest.mark.parametrize("name", [n for n in CPU_UNAVAILABLE if n.startswith("sdp-")])
+def test_restricted_kernel_never_falls_back_silently(name):
+    module = _ldm_attention()
+    with pytest.raises(BackendUnavailable) as caught:
+        BACKENDS[name].forward(module, torch.randn(1, 8, 64))
+    assert caught.value.backend == name
+
+
+@pytest.mark.parametrize("name", CPU_UNAVAILABLE)
+def test_applying_an_unavailable_backend_refuses_and_patches_nothing(unet, assert_clean, name):
+    before = ModuleSnapshot.capture(unet)
+    with pytest.raises(BackendUnavailable):
+        apply_attention(unet, name)
+    assert_clean(unet, before)
+
+
+def test_kernel_refusal_names_device_dtype_and_head_size():
+    availability = BACKENDS["sdp-efficient"].is_available("cpu", torch.bfloat16, 40)
+    assert not availability
+    assert "bfloat16" in availability.reason and "cpu" in availability.reason and "40" in availability.reason
+
+
+def test_host_only_backends_are_not_reimplemented():
+    for name in ("doggettx", "sub-quadratic", "invokeai", "sdp-no-mem"):
+        with pytest.raises(BackendUnavailable, match="WebUI host"):
+            get_backend(name)
+
+
+@pytest.mark.parametrize("name", CPU_BACKENDS)
+def test_apply_on_unet_matches_then_undo_restores_bit_identically(unet, assert_clean, name):
+    reference = unet_output(unet)
+    before = ModuleSnapshot.capture(unet)
+    undo = apply_attention(unet, name)
+    assert active_backend(unet) == name
+    assert len(list(attention_modules(unet))) == 14
+    assert (unet_output(unet) - reference).abs().max().item() <= 1e-4
+    undo()
+    assert_clean(unet, before)
+    assert active_backend(unet) is None
+    assert torch.equal(unet_output(unet), reference)
+
+
+def test_keep_changes_nothing(unet, assert_clean):
+    before = ModuleSnapshot.capture(unet)
+    with apply_attention(unet, "keep"):
+        assert_clean(unet, before)
+
+
+def test_applying_twice_replaces_and_one_undo_restores(unet, assert_clean):
+    before = ModuleSnapshot.capture(unet)
+    first = apply_attention(unet, "sdp")
+    second = apply_attention(unet, "v1")
+    assert active_backend(unet) == "v1"
+    first()  # superseded: already undone by the second apply, must not touch the second
+    assert active_backend(unet) == "v1"
+    second()
+    second()
+    assert_clean(unet, before)
+
+
+def test_an_existing_instance_forward_is_restored_exactly(unet):
+    _, module = next(attention_modules(unet))
+    wrapper = module.forward  # another extension's instance-level wrapper (bound method object)
+    module.forward = wrapper
+    with apply_attention(unet, "sdp"):
+        assert module.__dict__["forward"] is not wrapper
+    assert module.__dict__["forward"] is wrapper
+
+
+def test_undo_works_as_a_context_manager_after_an_exception(unet, assert_clean):
+    before = ModuleSnapshot.capture(unet)
+    with pytest.raises(RuntimeError, match="boom"):
+        with apply_attention(unet, "sdp-math"):
+            raise RuntimeError("boom")
+    assert_clean(unet, before)
+
+
+def test_module_forward_can_be_installed_at_class_level():
+    module = _ldm_attention()
+    x = torch.randn(1, 8, 64)
+    expected = module(x)
+    patched = copy.deepcopy(module)
+    patched.forward = get_backend("sdp-math").module_forward().__get__(patched)
+    assert (patched(x) - expected).abs().max() <= TOLERANCE

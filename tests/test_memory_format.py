@@ -1,0 +1,69 @@
+"""Channels-last: weights and inputs converted, values unchanged, exact previous layout restored."""
+
+import torch
+
+from lib_speedkit.memory_format import apply_channels_last, is_channels_last
+from lib_speedkit.snapshot import ModuleSnapshot
+from tiny_models import unet_output
+
+
+def _first_conv_input_layouts(unet):
+    seen = []
+    unet.input_blocks[0].register_forward_pre_hook(
+        lambda _m, args: seen.append(args[0].is_contiguous(memory_format=torch.channels_last))
+    )
+    return seen
+
+
+def test_weights_and_inputs_go_channels_last_with_the_same_values(unet):
+    seen = _first_conv_input_layouts(unet)
+    reference = unet_output(unet)
+    assert not is_channels_last(unet)
+    with apply_channels_last(unet):
+        assert is_channels_last(unet)
+        out = unet_output(unet)
+    assert seen == [False, True]  # reference call: NCHW; patched call: converted input
+    assert (out - reference).abs().max().item() <= 1e-5
+
+
+def test_undo_restores_contiguous_layout_exactly(unet, assert_clean):
+    reference = unet_output(unet)
+    before = ModuleSnapshot.capture(unet)
+    undo = apply_channels_last(unet)
+    undo()
+    assert_clean(unet, before)  # strides of every tensor, hooks removed
+    assert torch.equal(unet_output(unet), reference)
+
+
+def test_an_already_channels_last_unet_stays_channels_last(unet, assert_clean):
+    unet.to(memory_format=torch.channels_last)  # like the WebUI's --opt-channelslast
+    before = ModuleSnapshot.capture(unet)
+    with apply_channels_last(unet):
+        assert is_channels_last(unet)
+    assert_clean(unet, before)
+    assert is_channels_last(unet)
+
+
+def test_a_mixed_layout_is_restored_tensor_by_tensor(unet, assert_clean):
+    conv = unet.input_blocks[0][0]
+    conv.weight.data = conv.weight.data.contiguous(memory_format=torch.channels_last)
+    before = ModuleSnapshot.capture(unet)
+    with apply_channels_last(unet):
+        pass
+    assert_clean(unet, before)
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert not is_channels_last(unet)
+
+
+def test_disabled_changes_nothing(unet, assert_clean):
+    before = ModuleSnapshot.capture(unet)
+    with apply_channels_last(unet, enabled=False):
+        assert_clean(unet, before)
+
+
+def test_applying_twice_then_undoing_once_leaves_the_unet_clean(unet, assert_clean):
+    before = ModuleSnapshot.capture(unet)
+    apply_channels_last(unet)
+    apply_channels_last(unet)()
+    assert_clean(unet, before)
+    assert len(unet._forward_pre_hooks) == 0

@@ -1,0 +1,77 @@
+"""Tiny real ldm UNets for CPU tests.
+
+SD1 structure at toy width: spatial transformers with self-attention and cross-attention on a
+77-token context, attention at two resolutions (16x16 and 8x8 latents) so ToMe's max_downsample
+matters. ldm zero-initialises `proj_out` and the output conv; with those at zero, attention
+cannot change the UNet output and equivalence tests would pass vacuously. `rerandomise` gives
+EVERY parameter a fresh random value with a scale that keeps activations finite and O(1).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+CONTEXT_TOKENS = 77
+CONTEXT_DIM = 64
+LATENT_SIZE = 16
+
+
+def rerandomise(module: torch.nn.Module, seed: int = 1234) -> None:
+    """Replace every parameter with random values (no zero layers left)."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in module.named_parameters():
+            if param.dim() >= 2:
+                fan_in = param[0].numel()
+                param.copy_(torch.randn(param.shape, generator=generator) / math.sqrt(fan_in))
+            elif name.endswith("weight"):  # norm scales
+                param.copy_(1.0 + 0.1 * torch.randn(param.shape, generator=generator))
+            else:
+                param.copy_(0.05 * torch.randn(param.shape, generator=generator))
+
+
+def tiny_unet(seed: int = 1234) -> torch.nn.Module:
+    from ldm.modules.diffusionmodules.openaimodel import UNetModel
+
+    unet = UNetModel(
+        image_size=LATENT_SIZE,
+        in_channels=4,
+        out_channels=4,
+        model_channels=32,
+        attention_resolutions=[1, 2],
+        num_res_blocks=1,
+        channel_mult=[1, 2],
+        num_heads=4,
+        use_spatial_transformer=True,
+        transformer_depth=1,
+        context_dim=CONTEXT_DIM,
+        use_checkpoint=False,
+        legacy=False,
+    )
+    rerandomise(unet, seed)
+    return unet.eval()
+
+
+def unet_inputs(batch: int = 2, seed: int = 7) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(x, timesteps, context) for one UNet call."""
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, 4, LATENT_SIZE, LATENT_SIZE, generator=generator)
+    timesteps = torch.linspace(900, 100, batch)
+    context = torch.randn(batch, CONTEXT_TOKENS, CONTEXT_DIM, generator=generator)
+    return x, timesteps, context
+
+
+@torch.no_grad()
+def unet_output(unet: torch.nn.Module, batch: int = 2) -> torch.Tensor:
+    x, timesteps, context = unet_inputs(batch)
+    return unet(x, timesteps, context=context)
+
+
+def prompt_pair(batch: int = 1, seed: int = 11) -> tuple[torch.Tensor, torch.Tensor]:
+    """(cond, uncond) text embeddings of shape (batch, 77, CONTEXT_DIM)."""
+    generator = torch.Generator().manual_seed(seed)
+    cond = torch.randn(batch, CONTEXT_TOKENS, CONTEXT_DIM, generator=generator)
+    uncond = torch.randn(batch, CONTEXT_TOKENS, CONTEXT_DIM, generator=generator)
+    return cond, uncond
