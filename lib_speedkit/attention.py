@@ -78,9 +78,10 @@ def _merge_heads(t: torch.Tensor) -> torch.Tensor:
     return t.transpose(1, 2).reshape(batch, tokens, heads * dim)
 
 
-def _projections(module, x, context):
+def _projections(module, x, context, context_transform=None):
     context = x if context is None else context
-    pairs = ((module.to_q, x), (module.to_k, context), (module.to_v, context))
+    context_k, context_v = context_transform(context) if context_transform else (context, context)
+    pairs = ((module.to_q, x), (module.to_k, context_k), (module.to_v, context_v))
     return tuple(_split_heads(project(source), module.heads) for project, source in pairs)
 
 
@@ -118,22 +119,38 @@ class AttentionBackend:
     def _probe(self, device: torch.device, dtype: torch.dtype, head_dim: int) -> Availability:
         return AVAILABLE
 
-    def forward(self, module, x: torch.Tensor, context=None, mask=None, **kwargs) -> torch.Tensor:
-        """The attention module's forward, computed with this backend."""
+    def forward(
+        self, module, x: torch.Tensor, context=None, mask=None, *, context_transform=None, upcast=False, **kwargs
+    ) -> torch.Tensor:
+        """The attention module's forward, computed with this backend.
+
+        `context_transform(context) -> (context_k, context_v)` lets a host modify the keys' and
+        values' context (the WebUI's hypernetworks); `upcast=True` computes attention in fp32
+        (the WebUI's "upcast cross attention layer to float32" option).
+        """
         _check_extra_arguments(self.name, kwargs)
-        q, k, v = _projections(module, x, context)
+        q, k, v = _projections(module, x, context, context_transform)
+        dtype = q.dtype
+        if upcast:
+            q, k, v = q.float(), k.float(), v.float()
         out = self._attend(q, k, v, _key_mask(mask, x.shape[0]), _scale_of(module, q))
-        return module.to_out(_merge_heads(out))
+        return module.to_out(_merge_heads(out).to(dtype))
 
     def _attend(self, q, k, v, mask, scale) -> torch.Tensor:
         raise NotImplementedError
 
-    def module_forward(self):
-        """A plain function `forward(module, x, context=None, mask=None, **kw)` for class-level patching."""
+    def module_forward(self, context_transform=None, upcast=None):
+        """A plain function `forward(module, x, context=None, mask=None, **kw)` for class-level patching.
+
+        `context_transform` as in `forward`; `upcast` is a callable read at every call.
+        """
         backend = self
 
         def forward(module, x, context=None, mask=None, **kwargs):
-            return backend.forward(module, x, context, mask, **kwargs)
+            wants_upcast = bool(upcast and upcast())
+            return backend.forward(
+                module, x, context, mask, context_transform=context_transform, upcast=wants_upcast, **kwargs
+            )
 
         forward.speedkit_backend = self.name
         return forward
@@ -145,10 +162,8 @@ class AttentionBackend:
         pass torch.float16 when the UNet runs under fp16 autocast). Refuses (BackendUnavailable)
         when the backend cannot run for any of the UNet's head sizes on its device.
         """
+        self.require_runnable(unet, compute_dtype)
         modules = [module for _, module in attention_modules(unet)]
-        if not modules:
-            raise SpeedkitError("the UNet has no CrossAttention modules to patch")
-        self._require_runnable(modules, compute_dtype)
         SLOTS.release(unet, "attention")
         originals = [(module, module.__dict__.get("forward", _MISSING)) for module in modules]
         forward = self.module_forward()
@@ -164,7 +179,11 @@ class AttentionBackend:
 
         return SLOTS.occupy(unet, "attention", restore, f"attention {self.name}")
 
-    def _require_runnable(self, modules: list, compute_dtype: torch.dtype | None) -> None:
+    def require_runnable(self, unet: torch.nn.Module, compute_dtype: torch.dtype | None = None) -> None:
+        """Raise BackendUnavailable unless this backend runs for every head size of `unet`."""
+        modules = [module for _, module in attention_modules(unet)]
+        if not modules:
+            raise SpeedkitError("the UNet has no CrossAttention modules to patch")
         weight = modules[0].to_q.weight
         dtype = compute_dtype or weight.dtype
         for head_dim in sorted({head_dim_of(m) for m in modules}):

@@ -10,6 +10,7 @@ Infotext keys (values as written by :func:`format_infotext`)::
     Speedkit attention: sdp-flash
     Speedkit cutoff: fraction 0.75          (or "sigma 1.5", "adaptive 0.995")
     Speedkit ToMe: 0.5
+    Speedkit ToMe hr: 0.3                   (hires pass ratio, when it differs)
     Speedkit ToMe downsample: 2
     Speedkit ToMe stride: 2x2
     Speedkit ToMe random: True
@@ -46,6 +47,7 @@ INFOTEXT_PREFIX = "Speedkit "
 KEY_ATTENTION = "Speedkit attention"
 KEY_CUTOFF = "Speedkit cutoff"
 KEY_TOME = "Speedkit ToMe"
+KEY_TOME_HR = "Speedkit ToMe hr"
 KEY_TOME_DOWNSAMPLE = "Speedkit ToMe downsample"
 KEY_TOME_STRIDE = "Speedkit ToMe stride"
 KEY_TOME_RANDOM = "Speedkit ToMe random"
@@ -161,14 +163,17 @@ class TokenMergingConfig:
     """Token merging (ToMe) on the self-attention of the UNet's transformer blocks.
 
     `ratio` is the share of tokens merged (0 = off, at most 0.75 and at most 1 - 1/(sx*sy));
-    `max_downsample` (1/2/4/8) limits it to the layers with at most that downsampling; `sx`,`sy`
-    are the stride of the destination grid; `use_rand` randomises the destination choice, drawn
-    from a generator seeded with `seed` (None: the generator's default seed).
+    `hr_ratio` is the ratio for the WebUI's hires-fix pass (0 = the same as `ratio`, as in the
+    WebUI's own ToMe settings); `max_downsample` (1/2/4/8) limits it to the layers with at most
+    that downsampling; `sx`,`sy` are the stride of the destination grid; `use_rand` randomises
+    the destination choice, drawn from a generator seeded with `seed` (None: a fork of torch's
+    global generator, as tomesd does).
     Cost: lossy. Images change visibly from ~0.3 up, more with higher max_downsample; saves GPU
     work mainly at high resolutions (few % at 512², more at 1024²) and some attention memory.
     """
 
     ratio: float = 0.0
+    hr_ratio: float = 0.0
     max_downsample: int = 1
     sx: int = 2
     sy: int = 2
@@ -186,7 +191,7 @@ class TokenMergingConfig:
         self._validate_options()
 
     def _reset_to_defaults(self) -> None:
-        for name in ("max_downsample", "sx", "sy", "use_rand", "seed"):
+        for name in ("hr_ratio", "max_downsample", "sx", "sy", "use_rand", "seed"):
             _set(self, name, getattr(TokenMergingConfig, name))
 
     def _validate_options(self) -> None:
@@ -199,9 +204,16 @@ class TokenMergingConfig:
             if not 1 <= stride <= TOME_MAX_STRIDE:
                 raise PlanError(f"tome.{name}", stride, f"an integer from 1 to {TOME_MAX_STRIDE}")
             _set(self, name, stride)
+        hr_ratio = _real("tome.hr_ratio", self.hr_ratio, f"a number from 0 to {TOME_MAX_RATIO}")
+        if not 0.0 <= hr_ratio <= TOME_MAX_RATIO:
+            raise PlanError("tome.hr_ratio", self.hr_ratio, f"a number from 0 to {TOME_MAX_RATIO}")
+        _set(self, "hr_ratio", 0.0 if hr_ratio == self.ratio else hr_ratio)
         stride_limit = 1.0 - 1.0 / (self.sx * self.sy)
-        if self.ratio > stride_limit:
-            raise PlanError("tome.ratio", self.ratio, f"at most {stride_limit:g} with stride {self.sx}x{self.sy}")
+        for name in ("ratio", "hr_ratio"):
+            if getattr(self, name) > stride_limit:
+                raise PlanError(
+                    f"tome.{name}", getattr(self, name), f"at most {stride_limit:g} with stride {self.sx}x{self.sy}"
+                )
         _flag("tome.use_rand", self.use_rand)
         if not self.use_rand:
             _set(self, "seed", None)
@@ -214,6 +226,10 @@ class TokenMergingConfig:
     @property
     def enabled(self) -> bool:
         return self.ratio > 0.0
+
+    def for_hires_pass(self) -> TokenMergingConfig:
+        """The settings for the hires-fix pass (its own ratio, the same options)."""
+        return replace(self, ratio=self.hr_ratio or self.ratio, hr_ratio=0.0)
 
 
 @dataclass(frozen=True)
@@ -288,6 +304,8 @@ def _format_tome(tome: TokenMergingConfig) -> dict[str, str]:
         return {}
     defaults = TokenMergingConfig(ratio=tome.ratio)
     entries = {KEY_TOME: _number_text(tome.ratio)}
+    if tome.hr_ratio:
+        entries[KEY_TOME_HR] = _number_text(tome.hr_ratio)
     if tome.max_downsample != defaults.max_downsample:
         entries[KEY_TOME_DOWNSAMPLE] = str(tome.max_downsample)
     if (tome.sx, tome.sy) != (defaults.sx, defaults.sy):
@@ -320,7 +338,9 @@ def parse_infotext(params: Mapping[str, object]) -> ParsedPlan:
     cutoff = _parse_part(problems, KEY_CUTOFF, lambda: _parse_cutoff(text), GuidanceCutoffConfig())
     tome = _parse_part(problems, KEY_TOME, lambda: _parse_tome(text), TokenMergingConfig())
     channels_last = _parse_part(
-        problems, KEY_CHANNELS_LAST, lambda: ChannelsLastConfig(_parse_bool(text.get(KEY_CHANNELS_LAST, "False"))),
+        problems,
+        KEY_CHANNELS_LAST,
+        lambda: ChannelsLastConfig(_parse_bool(text.get(KEY_CHANNELS_LAST, "False"))),
         ChannelsLastConfig(),
     )
     return ParsedPlan(SpeedPlan(attention, cutoff, tome, channels_last), tuple(problems))
@@ -350,6 +370,8 @@ def _parse_tome(text: Mapping[str, str]) -> TokenMergingConfig:
         return TokenMergingConfig()
     config = TokenMergingConfig(ratio=float(text[KEY_TOME]))
     options: dict[str, object] = {}
+    if KEY_TOME_HR in text:
+        options["hr_ratio"] = float(text[KEY_TOME_HR])
     if KEY_TOME_DOWNSAMPLE in text:
         options["max_downsample"] = int(text[KEY_TOME_DOWNSAMPLE])
     if KEY_TOME_STRIDE in text:

@@ -160,3 +160,30 @@ def test_module_forward_can_be_installed_at_class_level():
     patched = copy.deepcopy(module)
     patched.forward = get_backend("sdp-math").module_forward().__get__(patched)
     assert (patched(x) - expected).abs().max() <= TOLERANCE
+
+
+def test_context_transform_feeds_keys_and_values_like_webui_hypernetworks():
+    module = _ldm_attention(context_dim=CONTEXT_DIM)
+    x = torch.randn(1, 8, 64)
+    context = torch.randn(1, CONTEXT_TOKENS, CONTEXT_DIM)
+    doubled = (context * 2, context * 2)
+    with torch.no_grad():
+        expected = module(x, context=context * 2)
+        actual = BACKENDS["sdp"].forward(module, x, context=context, context_transform=lambda c: doubled)
+    assert (actual - expected).abs().max() <= TOLERANCE
+
+
+def test_upcast_computes_attention_in_fp32_and_returns_the_input_dtype(monkeypatch):
+    backend = get_backend("sdp-math")
+    seen = []
+    original = backend._attend
+    monkeypatch.setattr(
+        backend, "_attend", lambda q, k, v, mask, scale: seen.append(q.dtype) or original(q, k, v, mask, scale)
+    )
+    module = _ldm_attention().to(torch.bfloat16)
+    x = torch.randn(1, 8, 64, dtype=torch.bfloat16)
+    with torch.no_grad():
+        upcast = backend.module_forward(upcast=lambda: True)(module, x)
+        plain = backend.module_forward(upcast=lambda: False)(module, x)
+    assert seen == [torch.float32, torch.bfloat16]
+    assert upcast.dtype == plain.dtype == torch.bfloat16

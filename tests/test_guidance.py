@@ -141,7 +141,11 @@ def test_adaptive_on_a_real_unet_records_a_similarity_per_guided_step(unet):
     cond, uncond = prompt_pair(1)
     sigmas = discrete_sigmas(6)
     denoiser.begin(6)
-    sample_euler(denoiser, torch.randn(1, 4, LATENT_SIZE, LATENT_SIZE) * sigmas[0], sigmas,
-                 {"cond": cond, "uncond": uncond, "cond_scale": 7.0})
+    sample_euler(
+        denoiser,
+        torch.randn(1, 4, LATENT_SIZE, LATENT_SIZE) * sigmas[0],
+        sigmas,
+        {"cond": cond, "uncond": uncond, "cond_scale": 7.0},
+    )
     assert len(denoiser.similarities) == 6
     assert all(-1.0 <= s <= 1.0 for s in denoiser.similarities)

@@ -4,11 +4,9 @@ import math
 
 import pytest
 from hypothesis import given
-from hypothesis import strategies as st
 
 from lib_speedkit.errors import PlanError
 from lib_speedkit.plan import (
-    ATTENTION_CHOICES,
     AttentionConfig,
     ChannelsLastConfig,
     GuidanceCutoffConfig,
@@ -18,6 +16,7 @@ from lib_speedkit.plan import (
     format_infotext,
     parse_infotext,
 )
+from strategies import valid_plans
 
 
 def test_default_plan_changes_nothing_and_writes_no_infotext():
@@ -78,6 +77,14 @@ def test_disabled_features_carry_their_defaults():
     assert TokenMergingConfig(ratio=0.4, use_rand=False, seed=9).seed is None
 
 
+def test_hires_ratio_zero_or_equal_means_the_same_as_the_first_pass():
+    assert TokenMergingConfig(ratio=0.5, hr_ratio=0.5).hr_ratio == 0.0
+    assert TokenMergingConfig(ratio=0.5).for_hires_pass().ratio == 0.5
+    hires = TokenMergingConfig(ratio=0.5, hr_ratio=0.3, max_downsample=2).for_hires_pass()
+    assert (hires.ratio, hires.max_downsample) == (0.3, 2)
+    assert format_infotext(SpeedPlan(tome=TokenMergingConfig(ratio=0.5, hr_ratio=0.3)))["Speedkit ToMe hr"] == "0.3"
+
+
 def test_infotext_uses_speedkit_keys_for_non_default_values_only():
     plan = SpeedPlan(
         AttentionConfig("sdp-math"),
@@ -95,27 +102,6 @@ def test_infotext_uses_speedkit_keys_for_non_default_values_only():
         "Speedkit channels-last": "True",
     }
     assert not any(key in ("NGMS", "Token merging ratio") for key in format_infotext(plan))
-
-
-valid_plans = st.builds(
-    SpeedPlan,
-    attention=st.builds(AttentionConfig, st.sampled_from(ATTENTION_CHOICES)),
-    cutoff=st.one_of(
-        st.just(GuidanceCutoffConfig()),
-        st.builds(GuidanceCutoffConfig, st.just("sigma"), st.floats(1e-4, 1e3)),
-        st.builds(GuidanceCutoffConfig, st.sampled_from(["fraction", "adaptive"]), st.floats(0, 1)),
-    ),
-    tome=st.builds(
-        TokenMergingConfig,
-        ratio=st.floats(0, 0.75),
-        max_downsample=st.sampled_from([1, 2, 4, 8]),
-        sx=st.integers(2, 8),
-        sy=st.integers(2, 8),
-        use_rand=st.booleans(),
-        seed=st.none() | st.integers(0, 2**63 - 1),
-    ),
-    channels_last=st.builds(ChannelsLastConfig, st.booleans()),
-)
 
 
 @given(valid_plans)
@@ -157,7 +143,8 @@ def test_unreadable_values_are_reported_never_raised_and_the_rest_is_kept():
 
 def test_parsing_accepts_non_string_values_as_the_webui_parser_may_give():
     parsed = parse_infotext({"Speedkit ToMe": 0.5, "Speedkit ToMe downsample": 2, "Speedkit channels-last": True})
-    assert parsed.plan == SpeedPlan(tome=TokenMergingConfig(0.5, 2), channels_last=ChannelsLastConfig(True))
+    expected_tome = TokenMergingConfig(ratio=0.5, max_downsample=2)
+    assert parsed.plan == SpeedPlan(tome=expected_tome, channels_last=ChannelsLastConfig(True))
 
 
 def test_integral_floats_from_json_are_accepted_for_integer_fields():

@@ -1,0 +1,33 @@
+"""Hypothesis strategies shared by the tests."""
+
+from hypothesis import strategies as st
+
+from lib_speedkit.plan import (
+    ATTENTION_CHOICES,
+    AttentionConfig,
+    ChannelsLastConfig,
+    GuidanceCutoffConfig,
+    SpeedPlan,
+    TokenMergingConfig,
+)
+
+valid_plans = st.builds(
+    SpeedPlan,
+    attention=st.builds(AttentionConfig, st.sampled_from(ATTENTION_CHOICES)),
+    cutoff=st.one_of(
+        st.just(GuidanceCutoffConfig()),
+        st.builds(GuidanceCutoffConfig, st.just("sigma"), st.floats(1e-4, 1e3)),
+        st.builds(GuidanceCutoffConfig, st.sampled_from(["fraction", "adaptive"]), st.floats(0, 1)),
+    ),
+    tome=st.builds(
+        TokenMergingConfig,
+        ratio=st.floats(0, 0.75),
+        hr_ratio=st.floats(0, 0.75),
+        max_downsample=st.sampled_from([1, 2, 4, 8]),
+        sx=st.integers(2, 8),
+        sy=st.integers(2, 8),
+        use_rand=st.booleans(),
+        seed=st.none() | st.integers(0, 2**63 - 1),
+    ),
+    channels_last=st.builds(ChannelsLastConfig, st.booleans()),
+)

@@ -1,0 +1,89 @@
+"""The script's positional args (UI order = API order) become a SpeedPlan, or a field-named error."""
+
+import pytest
+from hypothesis import given
+
+from lib_speedkit.errors import PlanError
+from lib_speedkit.plan import AttentionConfig, GuidanceCutoffConfig, SpeedPlan, TokenMergingConfig
+from lib_speedkit.script_args import ARG_NAMES, DEFAULT_ARGS, args_from_plan, plan_from_args
+from strategies import valid_plans
+
+
+def test_argument_order_is_the_documented_api_order():
+    assert ARG_NAMES == (
+        "enabled",
+        "attention",
+        "cutoff_mode",
+        "cutoff_value",
+        "tome_ratio",
+        "tome_hr_ratio",
+        "tome_max_downsample",
+        "tome_sx",
+        "tome_sy",
+        "tome_random",
+        "tome_seed",
+        "channels_last",
+    )
+
+
+def test_disabled_means_no_plan_and_enabled_defaults_mean_the_noop_plan():
+    assert plan_from_args(DEFAULT_ARGS) is None
+    assert plan_from_args([True]).is_noop
+
+
+def test_a_short_list_keeps_the_defaults_for_the_rest():
+    plan = plan_from_args([True, "sdp - scaled dot product", "fraction", 0.5])
+    assert plan == SpeedPlan(AttentionConfig("sdp"), GuidanceCutoffConfig("fraction", 0.5))
+
+
+@pytest.mark.parametrize(
+    ("args", "label"),
+    [
+        ([True, "sdp", "off", 0.75, 0.9], "tome_ratio (args[4])"),
+        ([True, "quantum"], "attention (args[1])"),
+        ([True, "keep", "fraction", 1.5], "cutoff_value (args[3])"),
+        ([True, "keep", "fraction", "lots"], "cutoff_value (args[3])"),
+        (["yes"], "enabled (args[0])"),
+        ([True, "keep", "off", 0.75, 0.5, 0.0, 3], "tome_max_downsample (args[6])"),
+        ([True, "keep", "off", 0.75, 0.5, 0.0, 1, 2, 2, False, 1.5], "tome_seed (args[10])"),
+        ([True] + [None] * 11, "attention (args[1])"),
+    ],
+)
+def test_bad_values_name_the_argument_and_its_position(args, label):
+    with pytest.raises(PlanError) as caught:
+        plan_from_args(args)
+    assert caught.value.field == label
+    assert label in str(caught.value)
+
+
+def test_too_many_values_are_refused():
+    with pytest.raises(PlanError, match="at most 12 values"):
+        plan_from_args([*DEFAULT_ARGS, 1])
+
+
+def test_values_from_json_and_dropdowns_are_converted():
+    plan = plan_from_args(["true", "sdp", "sigma", "1.5", "0.5", 0, "2", 2.0, 2, "false", -1.0, True])
+    assert plan.tome == TokenMergingConfig(ratio=0.5, max_downsample=2)
+    assert plan.cutoff == GuidanceCutoffConfig("sigma", 1.5)
+    assert plan.channels_last.enabled
+
+
+def test_xyz_overrides_enable_speedkit_even_with_the_accordion_closed():
+    plan = plan_from_args(DEFAULT_ARGS, {"tome_ratio": "0.4"})
+    assert plan == SpeedPlan(tome=TokenMergingConfig(ratio=0.4))
+    with pytest.raises(PlanError, match="teleport"):
+        plan_from_args(DEFAULT_ARGS, {"teleport": 1})
+
+
+def test_seed_minus_one_means_the_image_seed_for_random_merging():
+    args = [True, "keep", "off", 0.75, 0.5, 0.0, 1, 2, 2, True, -1]
+    assert plan_from_args(args, image_seed=1234).tome.seed == 1234
+    assert plan_from_args(args).tome.seed is None
+
+
+@given(valid_plans)
+def test_args_from_plan_reproduce_the_plan(plan):
+    args = args_from_plan(plan)
+    assert len(args) == len(ARG_NAMES)
+    rebuilt = plan_from_args(args)
+    assert (rebuilt or SpeedPlan()) == plan
