@@ -1,0 +1,191 @@
+"""Gradio 3.41 components of the Speedkit accordion (txt2img and img2img). No WebUI imports:
+the host's InputAccordion and PasteField classes are passed in by scripts/speedkit.py.
+
+Components are created in SCRIPT_ARGS order, which is the order of the API's positional args.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+
+import gradio as gr
+
+from .plan import CUTOFF_MODES, INFOTEXT_PREFIX, TOME_DOWNSAMPLES, TOME_MAX_RATIO, TOME_MAX_STRIDE, parse_infotext
+from .script_args import ARG_NAMES, DEFAULT_ARGS, args_from_plan
+
+CUTOFF_VALUE_LABELS = {
+    "off": "Cutoff value (unused while off)",
+    "sigma": "Skip the negative pass below this sigma",
+    "fraction": "Skip the negative pass from this fraction of the steps on",
+    "adaptive": "Skip once cond/uncond similarity reaches τ",
+}
+
+
+@dataclass
+class SwitchControls:
+    """The accordion's input components, in SCRIPT_ARGS order."""
+
+    enabled: gr.components.Component
+    attention: gr.components.Component
+    cutoff_mode: gr.components.Component
+    cutoff_value: gr.components.Component
+    tome_ratio: gr.components.Component
+    tome_hr_ratio: gr.components.Component
+    tome_max_downsample: gr.components.Component
+    tome_sx: gr.components.Component
+    tome_sy: gr.components.Component
+    tome_random: gr.components.Component
+    tome_seed: gr.components.Component
+    channels_last: gr.components.Component
+
+    def inputs(self) -> list:
+        return [getattr(self, f.name) for f in fields(self)]
+
+
+assert tuple(f.name for f in fields(SwitchControls)) == ARG_NAMES, "SwitchControls must follow SCRIPT_ARGS"
+
+
+def default(name: str):
+    return DEFAULT_ARGS[ARG_NAMES.index(name)]
+
+
+def unavailable_note_html(unavailable: Mapping[str, str]) -> str:
+    """A visible list of the backends that cannot run here, with the reasons (also read by the JS)."""
+    if not unavailable:
+        return ""
+    items = "".join(f"<li><code>{html.escape(n)}</code>: {html.escape(r)}</li>" for n, r in unavailable.items())
+    data = html.escape(json.dumps(dict(unavailable)), quote=True)
+    return (
+        f"<div class='speedkit_unavailable' data-speedkit-unavailable=\"{data}\">"
+        f"<details><summary>Unavailable here ({len(unavailable)})</summary><ul>{items}</ul></details></div>"
+    )
+
+
+def build_controls(
+    elem_id: Callable[[str], str],
+    backend_choices: list[str],
+    unavailable: Mapping[str, str],
+    accordion_cls,
+    disabled_note: str | None = None,
+) -> SwitchControls:
+    """Create the accordion and its controls (call inside the script's ui())."""
+    with accordion_cls(False, label="Speedkit", elem_id=elem_id("enabled")) as enabled:
+        with gr.Row(elem_classes=["speedkit_row"]):
+            attention = gr.Dropdown(
+                label="Attention backend",
+                choices=backend_choices,
+                value=default("attention"),
+                elem_id=elem_id("attention"),
+                interactive=disabled_note is None,
+                info="keep = the backend set in Settings → Optimizations",
+            )
+            channels_last = gr.Checkbox(
+                label="Channels-last UNet", value=default("channels_last"), elem_id=elem_id("channels_last")
+            )
+        gr.HTML(
+            value=unavailable_note_html(unavailable)
+            + (f"<p>{html.escape(disabled_note)}</p>" if disabled_note else ""),
+            elem_id=elem_id("unavailable"),
+        )
+        with gr.Row(elem_classes=["speedkit_row"]):
+            cutoff_mode = gr.Dropdown(
+                label="Negative-guidance cutoff",
+                choices=list(CUTOFF_MODES),
+                value=default("cutoff_mode"),
+                elem_id=elem_id("cutoff_mode"),
+            )
+            cutoff_value = gr.Number(
+                label=CUTOFF_VALUE_LABELS["off"], value=default("cutoff_value"), elem_id=elem_id("cutoff_value")
+            )
+        with gr.Row(elem_classes=["speedkit_row"]):
+            tome_ratio = gr.Slider(
+                label="ToMe ratio (0 = off)",
+                minimum=0.0,
+                maximum=TOME_MAX_RATIO,
+                step=0.05,
+                value=default("tome_ratio"),
+                elem_id=elem_id("tome_ratio"),
+            )
+            tome_hr_ratio = gr.Slider(
+                label="ToMe ratio, hires pass (0 = same)",
+                minimum=0.0,
+                maximum=TOME_MAX_RATIO,
+                step=0.05,
+                value=default("tome_hr_ratio"),
+                elem_id=elem_id("tome_hr_ratio"),
+            )
+        with gr.Row(elem_classes=["speedkit_row"]):
+            tome_max_downsample = gr.Dropdown(
+                label="ToMe max downsample",
+                choices=[str(d) for d in TOME_DOWNSAMPLES],
+                value=str(default("tome_max_downsample")),
+                elem_id=elem_id("tome_max_downsample"),
+            )
+            tome_sx = gr.Slider(
+                label="ToMe stride x",
+                minimum=1,
+                maximum=TOME_MAX_STRIDE,
+                step=1,
+                value=default("tome_sx"),
+                elem_id=elem_id("tome_sx"),
+            )
+            tome_sy = gr.Slider(
+                label="ToMe stride y",
+                minimum=1,
+                maximum=TOME_MAX_STRIDE,
+                step=1,
+                value=default("tome_sy"),
+                elem_id=elem_id("tome_sy"),
+            )
+            tome_random = gr.Checkbox(label="ToMe random", value=default("tome_random"), elem_id=elem_id("tome_random"))
+            tome_seed = gr.Number(
+                label="ToMe seed (-1 = image seed)",
+                value=default("tome_seed"),
+                precision=0,
+                elem_id=elem_id("tome_seed"),
+            )
+    cutoff_mode.change(
+        fn=lambda mode: gr.update(label=CUTOFF_VALUE_LABELS.get(mode, "")),
+        inputs=[cutoff_mode],
+        outputs=[cutoff_value],
+        show_progress=False,
+    )
+    return SwitchControls(
+        enabled,
+        attention,
+        cutoff_mode,
+        cutoff_value,
+        tome_ratio,
+        tome_hr_ratio,
+        tome_max_downsample,
+        tome_sx,
+        tome_sy,
+        tome_random,
+        tome_seed,
+        channels_last,
+    )
+
+
+def has_speedkit_keys(params: Mapping[str, object]) -> bool:
+    return any(isinstance(key, str) and key.startswith(INFOTEXT_PREFIX) for key in params)
+
+
+def pasted_value(name: str, params: Mapping[str, object]):
+    """The value of script arg `name` for pasted infotext; None (= leave as is) without Speedkit keys."""
+    if name == "enabled":
+        return has_speedkit_keys(params)
+    if not has_speedkit_keys(params):
+        return None
+    value = args_from_plan(parse_infotext(params).plan)[ARG_NAMES.index(name)]
+    return str(value) if name == "tome_max_downsample" else value
+
+
+def paste_fields(controls: SwitchControls, paste_field_cls) -> list:
+    """infotext_fields entries: pasting an image's parameters restores the accordion."""
+    return [
+        paste_field_cls(component, lambda params, name=name: pasted_value(name, params))
+        for name, component in zip(ARG_NAMES, controls.inputs(), strict=True)
+    ]

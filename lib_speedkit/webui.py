@@ -1,0 +1,697 @@
+"""The adapter: the only lib_speedkit module that imports the AUTOMATIC1111 WebUI (`modules.*`).
+
+It applies a SpeedPlan to one generation with the host's own mechanisms and restores everything
+on every path:
+
+  attention      `sd_hijack.model_hijack.apply_optimizations(title)` (the library's SDPA kernel
+                 variants are registered with the host as optimizers), restored by title.
+  sigma cutoff   `p.s_min_uncond` + `s_min_uncond_all` (the host's NGMS, on every step).
+  fraction /     a class-level wrapper on `CFGDenoiser.forward` (via `modules.patches`) that makes
+  adaptive       the host skip the uncond pass from the cutoff on.
+  ToMe           the library's tomesd patch on the UNet; the host's own ToMe options are forced
+                 to 0 for the generation (override_settings), so the two never stack.
+  channels-last  the library's apply_channels_last on `sd_model.model.diffusion_model`.
+
+Lifecycle of one generation (hooks in scripts/speedkit.py):
+  before_process -> prepare()   build and check the plan, set host overrides
+  process        -> activate()  apply the switches, write infotext
+  before_hr      -> before_hires()  ToMe ratio of the hires pass
+  (finally)      -> finish()    restore; called from a wrapper around
+                                `processing.process_images_inner`, so it runs after success,
+                                exceptions (OOM) and interrupts; also from postprocess and on
+                                script unload (idempotent).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import time
+from dataclasses import dataclass, field, replace
+
+import torch
+from modules import devices, patches, processing, script_callbacks, sd_hijack, sd_samplers_cfg_denoiser, shared
+
+from . import attention as attention_lib
+from .errors import BackendUnavailable, SpeedkitError
+from .guidance import CutoffPolicy, noise_prediction_similarity
+from .memory_format import apply_channels_last, is_channels_last
+from .plan import (
+    ATTENTION_CHOICES,
+    KEEP,
+    GuidanceCutoffConfig,
+    SpeedPlan,
+    TokenMergingConfig,
+    canonical_backend_name,
+    format_infotext,
+)
+from .script_args import plan_from_args
+from .tome import apply_tome, has_tome_patch
+from .undo import Undo, run_in_reverse
+
+PATCH_KEY = "sd-webui-speedkit"
+SCRIPT_TITLE = "Speedkit"
+KERNEL_VARIANTS = ("sdp-flash", "sdp-efficient", "sdp-cudnn", "sdp-math")
+"""Library backends the host lacks; registered with it as optimizers (Settings -> Optimizations)."""
+TIMESTEP_SAMPLERS = ("DDIM", "DDIM CFG++", "PLMS", "UniPC")
+"""Samplers whose denoiser sees timesteps (0-999), not sigmas: a sigma cutoff means nothing there."""
+HOST_TOME_OPTIONS = ("token_merging_ratio", "token_merging_ratio_img2img", "token_merging_ratio_hr")
+NOTE_KEY = "Speedkit note"
+
+
+class GenerationRefused(SpeedkitError):
+    """Speedkit could not apply the requested plan, so the generation does not run."""
+
+
+def is_forge() -> bool:
+    """True inside stable-diffusion-webui-forge, where attention cannot be switched per generation."""
+    return importlib.util.find_spec("modules_forge") is not None
+
+
+FORGE_NOTE = (
+    "Forge detected: it picks the attention backend at start-up and does not use A1111's attention "
+    "switching, so Speedkit's attention choice is disabled here."
+)
+
+
+# --------------------------------------------------------------------------- attention via the host
+
+
+def host_backend_titles() -> dict[str, str]:
+    """Canonical backend name -> the host's optimizer title, for every backend the host offers now."""
+    from modules import shared_items
+
+    titles = shared_items.cross_attention_optimizations()
+    return {canonical_backend_name(title): title for title in titles if title != "Automatic"}
+
+
+def unet_compute_dtype() -> torch.dtype:
+    """The dtype the UNet's attention computes in (fp32 with --no-half or the upcast option)."""
+    if shared.opts.upcast_attn:
+        return torch.float32
+    return devices.dtype_unet
+
+
+def unavailable_backends() -> dict[str, str]:
+    """Backend name -> why it cannot be used in this WebUI now (for every name the plan allows)."""
+    if is_forge():
+        return {name: FORGE_NOTE for name in ATTENTION_CHOICES if name != KEEP}
+    offered = host_backend_titles()
+    reasons = {}
+    for name in ATTENTION_CHOICES:
+        if name == KEEP or name in offered:
+            continue
+        reasons[name] = _unavailable_reason(name)
+    return reasons
+
+
+def _unavailable_reason(name: str) -> str:
+    if name in KERNEL_VARIANTS:
+        reason = attention_lib.BACKENDS[name].is_available(shared.device, unet_compute_dtype()).reason
+        return reason or "not registered with the WebUI"
+    if name == "xformers":
+        return "the WebUI offers xformers only when started with --xformers (and a supported NVIDIA GPU)"
+    if name == "v1":
+        return "the WebUI does not list 'V1 - original v1' here"
+    return "the WebUI does not offer this backend here"
+
+
+def backend_choices() -> list[str]:
+    """Dropdown values: keep, then every backend name (unavailable ones are marked by the UI)."""
+    return list(ATTENTION_CHOICES)
+
+
+def make_kernel_optimizers() -> list:
+    """SdOptimization objects for the library's SDPA kernel variants (for on_list_optimizers)."""
+    import ldm.modules.attention
+    import ldm.modules.diffusionmodules.model
+    import sgm.modules.attention
+    import sgm.modules.diffusionmodules.model
+    from modules import sd_hijack_optimizations
+    from modules.hypernetworks import hypernetwork
+
+    def hypernetwork_context(context):
+        return hypernetwork.apply_hypernetworks(shared.loaded_hypernetworks, context)
+
+    class SpeedkitKernelOptimization(sd_hijack_optimizations.SdOptimization):
+        priority = -1  # never picked by "Automatic"
+
+        def __init__(self, backend: attention_lib.AttentionBackend):
+            self.backend = backend
+            self.name = backend.name
+            self.label = f"{backend.summary} (Speedkit)"
+
+        def is_available(self):
+            return bool(self.backend.is_available(shared.device, unet_compute_dtype()))
+
+        def apply(self):
+            forward = self.backend.module_forward(hypernetwork_context, lambda: shared.opts.upcast_attn)
+            ldm.modules.attention.CrossAttention.forward = forward
+            sgm.modules.attention.CrossAttention.forward = forward
+            # The VAE's attention blocks use the host's SDPA forward.
+            ldm.modules.diffusionmodules.model.AttnBlock.forward = sd_hijack_optimizations.sdp_attnblock_forward
+            sgm.modules.diffusionmodules.model.AttnBlock.forward = sd_hijack_optimizations.sdp_attnblock_forward
+
+    return [SpeedkitKernelOptimization(attention_lib.BACKENDS[name]) for name in KERNEL_VARIANTS]
+
+
+def current_backend_title() -> str:
+    """Title of the host's attention optimizer now ("None" when disabled)."""
+    optimizer = sd_hijack.current_optimizer
+    return optimizer.title() if optimizer is not None else "None"
+
+
+def resolve_backend(name: str) -> str:
+    """The host title for backend `name`, or BackendUnavailable with the reason."""
+    titles = host_backend_titles()
+    if name not in titles:
+        raise BackendUnavailable(name, unavailable_backends().get(name, "the WebUI does not offer it"))
+    return titles[name]
+
+
+def check_backend_runnable(name: str) -> None:
+    """For a library kernel variant: refuse unless it runs for the loaded UNet's head sizes."""
+    if name in KERNEL_VARIANTS and shared.sd_model is not None:
+        attention_lib.BACKENDS[name].require_runnable(shared.sd_model.model.diffusion_model, unet_compute_dtype())
+
+
+def switch_attention(name: str) -> Undo:
+    """Switch the host's attention backend for one generation; the undo switches back by title."""
+    if name == KEEP:
+        return Undo.nothing("attention keep")
+    title = resolve_backend(name)
+    check_backend_runnable(name)
+    previous = current_backend_title()
+    if previous == title:
+        return Undo.nothing("attention unchanged")
+    sd_hijack.model_hijack.apply_optimizations(title)
+    if current_backend_title() != title:
+        sd_hijack.model_hijack.apply_optimizations(previous)
+        raise BackendUnavailable(name, "the WebUI failed to apply it (see the console)")
+    return Undo(lambda: sd_hijack.model_hijack.apply_optimizations(previous), f"attention {name}")
+
+
+# --------------------------------------------------------------------------- one generation
+
+
+@dataclass
+class GenerationRecord:
+    """What the status endpoint reports about a generation."""
+
+    requested: dict[str, str] = field(default_factory=dict)
+    applied: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    refused: str | None = None
+    unet_calls_with_uncond: int = 0
+    unet_calls_without_uncond: int = 0
+    started: float = field(default_factory=time.time)
+    finished: float | None = None
+
+    def as_json(self) -> dict:
+        return {
+            "requested": self.requested,
+            "applied": self.applied,
+            "notes": self.notes,
+            "refused": self.refused,
+            "unet_calls": {
+                "with_uncond": self.unet_calls_with_uncond,
+                "without_uncond": self.unet_calls_without_uncond,
+            },
+            "started": self.started,
+            "finished": self.finished,
+        }
+
+
+class Generation:
+    """Speedkit's state for one `process_images` call."""
+
+    def __init__(self, p, plan: SpeedPlan):
+        self.p = p
+        self.plan = plan
+        self.record = GenerationRecord(requested=format_infotext(plan))
+        self.undos: list[Undo] = []
+        self.tome_undo: Undo | None = None
+        self.policy: CutoffPolicy | None = None
+        self.similarities: list[float] = []
+        self.unet_rows = 0
+        self.rows_before_call = 0
+        self.current_x: torch.Tensor | None = None
+        self.current_sigma: torch.Tensor | None = None
+
+    # -- before_process: p fields and overrides, applied and restored by the host
+    def prepare(self) -> None:
+        if self.plan.tome.enabled:
+            for option in HOST_TOME_OPTIONS:
+                self.p.override_settings[option] = 0.0
+            self.p.token_merging_ratio = 0.0
+            self.p.token_merging_ratio_hr = 0.0
+
+    # -- process: apply the switches
+    def activate(self) -> None:
+        try:
+            applied = self._apply_all()
+        except SpeedkitError as error:
+            self._undo_all()
+            self.refuse(str(error))
+            return
+        self.record.applied = format_infotext(applied)
+        self.p.extra_generation_params.update(self.record.applied)
+        if self.record.notes:
+            self.p.extra_generation_params[NOTE_KEY] = "; ".join(self.record.notes)
+
+    def _apply_all(self) -> SpeedPlan:
+        unet = shared.sd_model.model.diffusion_model
+        self.undos.append(self._count_unet_rows(unet))
+        self.undos.append(apply_channels_last(unet, self.plan.channels_last.enabled))
+        self.undos.append(switch_attention(self.plan.attention.backend))
+        tome = self._tome_for_this_image(self.plan.tome)
+        self.tome_undo = apply_tome(unet, tome)
+        cutoff = self._apply_cutoff(self.plan.cutoff)
+        return replace(self.plan, tome=tome, cutoff=cutoff)
+
+    def _count_unet_rows(self, unet: torch.nn.Module) -> Undo:
+        def count(_module, args):
+            self.unet_rows += args[0].shape[0]
+
+        return Undo(unet.register_forward_pre_hook(count).remove, "unet call counter")
+
+    def _tome_for_this_image(self, tome: TokenMergingConfig) -> TokenMergingConfig:
+        if tome.use_rand and tome.seed is None:
+            tome = replace(tome, seed=int(self.p.all_seeds[0]) % 2**63)
+        if tome.hr_ratio and not getattr(self.p, "enable_hr", False):
+            tome = replace(tome, hr_ratio=0.0)  # no hires pass: do not claim a hires ratio
+        return tome
+
+    def _apply_cutoff(self, cutoff: GuidanceCutoffConfig) -> GuidanceCutoffConfig:
+        if not cutoff.enabled:
+            return cutoff
+        reason = cutoff_guard(self.p, cutoff)
+        if reason:
+            self.note(f"guidance cutoff skipped: {reason}")
+            return GuidanceCutoffConfig()
+        if cutoff.mode == "sigma":
+            self.undos.append(self._host_sigma_cutoff(cutoff.value))
+        else:
+            self.policy = CutoffPolicy(cutoff)
+        return cutoff
+
+    def _host_sigma_cutoff(self, sigma: float) -> Undo:
+        previous_sigma = self.p.s_min_uncond
+        self.p.s_min_uncond = sigma
+        restore_option = set_option_temporarily("s_min_uncond_all", True)
+
+        def restore() -> None:
+            self.p.s_min_uncond = previous_sigma
+            restore_option()
+
+        return Undo(restore, "sigma cutoff")
+
+    # -- before_hr: the hires pass may merge at another ratio
+    def before_hires(self) -> None:
+        tome = self._tome_for_this_image(self.plan.tome)
+        if self.record.refused or not tome.enabled or not tome.hr_ratio:
+            return
+        try:
+            self.tome_undo = apply_tome(shared.sd_model.model.diffusion_model, tome.for_hires_pass())
+        except SpeedkitError as error:
+            self.note(f"hires ToMe not applied: {error}")
+
+    # -- inside sampling: the CFG denoiser wrapper
+    def denoise(self, original, denoiser, x, sigma, uncond, cond, cond_scale, s_min_uncond, image_cond):
+        self.rows_before_call = self.unet_rows
+        self.current_x, self.current_sigma = x, sigma
+        skip = self.policy is not None and not self.policy.run_uncond(
+            denoiser.step, denoiser.total_steps, math.nan, self.similarities
+        )
+        if skip:
+            result = self._denoise_without_uncond(original, denoiser, x, sigma, uncond, cond, cond_scale, image_cond)
+        else:
+            result = original(denoiser, x, sigma, uncond, cond, cond_scale, s_min_uncond, image_cond)
+        if self.unet_rows - self.rows_before_call > x.shape[0]:
+            self.record.unet_calls_with_uncond += 1
+        else:
+            self.record.unet_calls_without_uncond += 1
+        return result
+
+    def _denoise_without_uncond(self, original, denoiser, x, sigma, uncond, cond, cond_scale, image_cond):
+        """Let the host skip the uncond pass (its NGMS path), without leaving NGMS infotext behind."""
+        params = self.p.extra_generation_params
+        saved = {key: params[key] for key in ("NGMS", "NGMS all steps") if key in params}
+        restore_option = set_option_temporarily("s_min_uncond_all", True)
+        try:
+            return original(denoiser, x, sigma, uncond, cond, cond_scale, math.inf, image_cond)
+        finally:
+            restore_option()
+            params.pop("NGMS", None)
+            params.pop("NGMS all steps", None)
+            params.update(saved)
+
+    def record_similarity(self, x_out: torch.Tensor) -> None:
+        """on_cfg_denoised: remember the cond/uncond similarity (adaptive mode, plain prompts)."""
+        if self.policy is None or not self.policy.needs_similarity or self.current_x is None:
+            return
+        batch = self.current_x.shape[0]
+        uncond_ran = self.unet_rows - self.rows_before_call > batch
+        if uncond_ran and x_out.shape[0] == 2 * batch:
+            self.similarities.append(
+                noise_prediction_similarity(self.current_x, self.current_sigma, x_out[:batch], x_out[batch:])
+            )
+
+    # -- refusing and restoring
+    def refuse(self, reason: str) -> None:
+        """Make this generation fail with a clear message before sampling (nothing applied)."""
+        message = f"Speedkit did not run this generation: {reason}"
+        self.record.refused = message
+        print(f"[speedkit] {message}")
+
+        def refuse_sampling(*_args, **_kwargs):
+            raise GenerationRefused(message)
+
+        self.p.sample = refuse_sampling
+
+    def note(self, text: str) -> None:
+        self.record.notes.append(text)
+        print(f"[speedkit] {text}")
+
+    def _undo_all(self) -> None:
+        undos = [*self.undos, self.tome_undo] if self.tome_undo else list(self.undos)
+        self.undos, self.tome_undo, self.policy = [], None, None
+        run_in_reverse(undos)
+
+    def finish(self) -> None:
+        try:
+            self._undo_all()
+        finally:
+            self.record.finished = time.time()
+            self.current_x = self.current_sigma = None
+
+
+def set_option_temporarily(key: str, value) -> callable:
+    """Set a WebUI option without running its change handlers; returns the function restoring it."""
+    data = shared.opts.data
+    had_key, previous = key in data, data.get(key)
+    data[key] = value
+
+    def restore() -> None:
+        if had_key:
+            data[key] = previous
+        else:
+            data.pop(key, None)
+
+    return restore
+
+
+def cutoff_guard(p, cutoff: GuidanceCutoffConfig) -> str | None:
+    """Why the cutoff cannot apply to this generation (None: it can)."""
+    model = shared.sd_model
+    if getattr(model.model, "conditioning_key", None) in ("hybrid", "concat") or getattr(
+        model, "is_sdxl_inpaint", False
+    ):
+        return "inpainting models take an image condition the uncond skip does not shrink (A1111 #10802)"
+    if getattr(model, "cond_stage_key", None) == "edit":
+        return "instruct-pix2pix edit models need their image guidance pass"
+    if cutoff.mode == "sigma" and getattr(p, "sampler_name", None) in TIMESTEP_SAMPLERS:
+        return f"the {p.sampler_name} sampler works in timesteps, not sigmas"
+    return None
+
+
+# --------------------------------------------------------------------------- module state and hooks
+
+
+@dataclass
+class AdapterState:
+    active: Generation | None = None
+    last: GenerationRecord | None = None
+    installed: bool = False
+
+
+STATE = AdapterState()
+
+
+def prepare_generation(p, args, overrides=None) -> None:
+    """before_process: build the plan from the script args; refuse bad input; set host overrides."""
+    if STATE.active is not None:  # a leaked generation (should not happen): restore it first
+        finish_generation(STATE.active.p)
+    try:
+        plan = plan_from_args(args, overrides or getattr(p, "speedkit_overrides", None))
+    except SpeedkitError as error:
+        generation = Generation(p, SpeedPlan())
+        _start(generation)
+        generation.refuse(str(error))
+        return
+    if plan is None:
+        return
+    generation = Generation(p, plan)
+    _start(generation)
+    generation.prepare()
+
+
+def _start(generation: Generation) -> None:
+    STATE.active = generation
+    STATE.last = generation.record
+
+
+def _active_for(p) -> Generation | None:
+    generation = STATE.active
+    return generation if generation is not None and generation.p is p else None
+
+
+def activate_generation(p) -> None:
+    generation = _active_for(p)
+    if generation is not None and generation.record.refused is None:
+        generation.activate()
+
+
+def before_hires(p) -> None:
+    generation = _active_for(p)
+    if generation is not None:
+        generation.before_hires()
+
+
+def finish_generation(p) -> None:
+    generation = _active_for(p)
+    if generation is None:
+        return
+    STATE.active = None
+    generation.finish()
+
+
+def _process_images_inner(original):
+    def process_images_inner(p):
+        try:
+            return original(p)
+        finally:
+            finish_generation(p)
+
+    return process_images_inner
+
+
+def _cfg_denoiser_forward(original):
+    def forward(self, x, sigma, uncond, cond, cond_scale, s_min_uncond, image_cond):
+        generation = _active_for(getattr(self, "p", None))
+        if generation is None:
+            return original(self, x, sigma, uncond, cond, cond_scale, s_min_uncond, image_cond)
+        return generation.denoise(original, self, x, sigma, uncond, cond, cond_scale, s_min_uncond, image_cond)
+
+    return forward
+
+
+def _on_cfg_denoised(params) -> None:
+    generation = STATE.active
+    if generation is not None:
+        generation.record_similarity(params.x)
+
+
+def _validating_init_script_args(original):
+    """Wrap the API's script-argument assembly: invalid Speedkit args -> HTTP 422, before anything runs."""
+
+    def init_script_args(self, request, default_script_args, selectable_scripts, selectable_idx, script_runner, **kw):
+        script_args = original(
+            self, request, default_script_args, selectable_scripts, selectable_idx, script_runner, **kw
+        )
+        check_api_args(script_runner, script_args)
+        return script_args
+
+    return init_script_args
+
+
+def check_api_args(script_runner, script_args) -> None:
+    from fastapi import HTTPException
+
+    script = next((s for s in script_runner.alwayson_scripts if s.title() == SCRIPT_TITLE), None)
+    if script is None:
+        return
+    try:
+        plan = plan_from_args(script_args[script.args_from : script.args_to])
+        if plan is not None:
+            check_plan_can_run(plan)
+    except SpeedkitError as error:
+        raise HTTPException(status_code=422, detail=f"speedkit: {error}") from None
+
+
+def check_plan_can_run(plan: SpeedPlan) -> None:
+    """Refuse, before a generation starts, what cannot run in this WebUI."""
+    if plan.attention.enabled:
+        if is_forge():
+            raise BackendUnavailable(plan.attention.backend, FORGE_NOTE)
+        resolve_backend(plan.attention.backend)
+        check_backend_runnable(plan.attention.backend)
+
+
+# --------------------------------------------------------------------------- status
+
+
+def unet_memory_format() -> str:
+    model = shared.sd_model
+    if model is None:
+        return "n/a (no model loaded)"
+    return "channels_last" if is_channels_last(model.model.diffusion_model) else "contiguous"
+
+
+def status() -> dict:
+    """GET /speedkit/v1/status."""
+    model = shared.sd_model
+    active = STATE.active
+    return {
+        "attention": {
+            "current": current_backend_title(),
+            "configured": shared.opts.cross_attention_optimization,
+            "unavailable": unavailable_backends(),
+        },
+        "unet_memory_format": unet_memory_format(),
+        "tome_active": bool(model is not None and has_tome_patch(model.model.diffusion_model)),
+        "cfg_wrapper_active": bool(active is not None and active.policy is not None),
+        "generation_active": active is not None,
+        "last_generation": STATE.last.as_json() if STATE.last is not None else None,
+        "forge": is_forge(),
+    }
+
+
+def _on_app_started(_demo, app) -> None:
+    app.add_api_route("/speedkit/v1/status", status, methods=["GET"])
+
+
+# --------------------------------------------------------------------------- XYZ plot axes
+
+
+def _xyz_module():
+    from modules import scripts
+
+    found = [x for x in scripts.scripts_data if x.script_class.__module__ == "xyz_grid.py"]
+    return found[0].module if found else None
+
+
+def _set_override(name: str):
+    def apply(p, value, _values):
+        p.speedkit_overrides = {**getattr(p, "speedkit_overrides", {}), name: value}
+
+    return apply
+
+
+def _apply_cutoff_axis(p, value, _values):
+    mode, value_text = parse_cutoff_text(value)
+    overrides = {"cutoff_mode": mode} if value_text is None else {"cutoff_mode": mode, "cutoff_value": value_text}
+    p.speedkit_overrides = {**getattr(p, "speedkit_overrides", {}), **overrides}
+
+
+def parse_cutoff_text(text: str) -> tuple[str, str | None]:
+    """ "fraction 0.75" -> ("fraction", "0.75"); "off" -> ("off", None)."""
+    mode, _, value = text.strip().partition(" ")
+    return mode.lower(), (value.strip() or None)
+
+
+def _confirm_values(name: str):
+    def confirm(_p, values):
+        for value in values:
+            plan_from_args([True], {name: value})
+
+    return confirm
+
+
+def _confirm_cutoffs(_p, values):
+    for value in values:
+        mode, value_text = parse_cutoff_text(value)
+        overrides = {"cutoff_mode": mode} if value_text is None else {"cutoff_mode": mode, "cutoff_value": value_text}
+        plan_from_args([True], overrides)
+
+
+def add_xyz_axes() -> None:
+    xyz = _xyz_module()
+    if xyz is None or any(opt.label.startswith("[Speedkit]") for opt in xyz.axis_options):
+        return
+    boolean = xyz.boolean_choice(reverse=True)
+    xyz.axis_options.extend(
+        [
+            xyz.AxisOption(
+                "[Speedkit] Attention backend",
+                str,
+                _set_override("attention"),
+                confirm=_confirm_values("attention"),
+                choices=backend_choices,
+            ),
+            xyz.AxisOption(
+                "[Speedkit] Guidance cutoff",
+                str,
+                _apply_cutoff_axis,
+                confirm=_confirm_cutoffs,
+                choices=lambda: ["off", "sigma 1.0", "fraction 0.5", "fraction 0.75", "adaptive 0.995"],
+            ),
+            xyz.AxisOption(
+                "[Speedkit] ToMe ratio", float, _set_override("tome_ratio"), confirm=_confirm_values("tome_ratio")
+            ),
+            xyz.AxisOption(
+                "[Speedkit] ToMe max downsample",
+                int,
+                _set_override("tome_max_downsample"),
+                confirm=_confirm_values("tome_max_downsample"),
+                choices=lambda: ["1", "2", "4", "8"],
+            ),
+            xyz.AxisOption(
+                "[Speedkit] Channels-last",
+                str,
+                _set_override("channels_last"),
+                confirm=_confirm_values("channels_last"),
+                choices=boolean,
+            ),
+        ]
+    )
+
+
+# --------------------------------------------------------------------------- install / unload
+
+
+_PATCHES = (
+    (processing, "process_images_inner", _process_images_inner),
+    (sd_samplers_cfg_denoiser.CFGDenoiser, "forward", _cfg_denoiser_forward),
+)
+
+
+def _api_patch_target():
+    from modules.api import api
+
+    return api.Api, "init_script_args", _validating_init_script_args
+
+
+def install() -> None:
+    """Install the patches and callbacks (idempotent); scripts/speedkit.py calls it at import."""
+    if STATE.installed:
+        return
+    for owner, name, make_wrapper in (*_PATCHES, _api_patch_target()):
+        original = getattr(owner, name)
+        patches.patch(PATCH_KEY, owner, name, make_wrapper(original))
+    script_callbacks.on_list_optimizers(lambda res: res.extend(make_kernel_optimizers()), name="speedkit_kernels")
+    script_callbacks.on_cfg_denoised(_on_cfg_denoised, name="speedkit_similarity")
+    script_callbacks.on_app_started(_on_app_started, name="speedkit_routes")
+    script_callbacks.on_before_ui(add_xyz_axes, name="speedkit_xyz")
+    script_callbacks.on_script_unloaded(unload, name="speedkit_unload")
+    STATE.installed = True
+
+
+def unload() -> None:
+    """Restore an active generation and remove the patches (before a UI reload)."""
+    if STATE.active is not None:
+        finish_generation(STATE.active.p)
+    for owner, name, _ in (*_PATCHES, _api_patch_target()):
+        if patches.original(PATCH_KEY, owner, name) is not None:
+            patches.undo(PATCH_KEY, owner, name)
+    STATE.installed = False

@@ -1,0 +1,95 @@
+"""The accordion builds with gradio 3.41.2, in API order, and pasting infotext restores it."""
+
+import json
+import re
+
+import gradio as gr
+
+from lib_speedkit.plan import ATTENTION_CHOICES
+from lib_speedkit.script_args import ARG_NAMES
+from lib_speedkit.ui import build_controls, pasted_value, unavailable_note_html
+
+
+class StandInAccordion(gr.Checkbox):
+    """Like the WebUI's InputAccordion: a checkbox that also opens an accordion."""
+
+    def __init__(self, value, **kwargs):
+        super().__init__(value, visible=False, **{k: v for k, v in kwargs.items() if k != "visible"})
+        self.accordion = gr.Accordion(label=kwargs.get("label", ""), open=value)
+
+    def __enter__(self):
+        self.accordion.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self.accordion.__exit__(*exc)
+
+
+def build(unavailable=None, note=None):
+    with gr.Blocks() as blocks:
+        controls = build_controls(
+            lambda item: f"script_txt2img_speedkit_{item}",
+            list(ATTENTION_CHOICES),
+            unavailable or {},
+            StandInAccordion,
+            note,
+        )
+    return blocks, controls
+
+
+def test_controls_come_in_api_order_with_defaults():
+    _, controls = build()
+    inputs = controls.inputs()
+    assert len(inputs) == len(ARG_NAMES)
+    assert [c.elem_id for c in inputs] == [f"script_txt2img_speedkit_{name}" for name in ARG_NAMES]
+    assert controls.attention.value == "keep"
+    assert controls.enabled.value is False
+
+
+def test_unavailable_backends_are_listed_with_reasons_for_people_and_the_script():
+    reasons = {"sdp-cudnn": "needs a CUDA GPU <cuDNN>", "xformers": "start with --xformers"}
+    note = unavailable_note_html(reasons)
+    assert "needs a CUDA GPU &lt;cuDNN&gt;" in note
+    data = re.search(r'data-speedkit-unavailable="([^"]*)"', note).group(1)
+    import html
+
+    assert json.loads(html.unescape(data)) == reasons
+    assert unavailable_note_html({}) == ""
+
+
+def test_a_disabled_note_makes_the_backend_dropdown_read_only():
+    _, controls = build(note="Forge detected")
+    assert controls.attention.interactive is False
+
+
+def test_pasting_an_image_without_speedkit_keys_closes_the_accordion_and_leaves_the_rest():
+    params = {"Steps": "28", "Sampler": "Euler"}
+    assert pasted_value("enabled", params) is False
+    assert all(pasted_value(name, params) is None for name in ARG_NAMES[1:])
+
+
+def test_pasting_speedkit_infotext_restores_every_control():
+    params = {
+        "Speedkit attention": "sdp-math",
+        "Speedkit cutoff": "sigma 1.5",
+        "Speedkit ToMe": "0.5",
+        "Speedkit ToMe downsample": "2",
+        "Speedkit ToMe random": "True",
+        "Speedkit ToMe seed": "77",
+        "Speedkit channels-last": "True",
+    }
+    values = {name: pasted_value(name, params) for name in ARG_NAMES}
+    assert values == {
+        "enabled": True,
+        "attention": "sdp-math",
+        "cutoff_mode": "sigma",
+        "cutoff_value": 1.5,
+        "tome_ratio": 0.5,
+        "tome_hr_ratio": 0.0,
+        "tome_max_downsample": "2",
+        "tome_sx": 2,
+        "tome_sy": 2,
+        "tome_random": True,
+        "tome_seed": 77,
+        "channels_last": True,
+    }
