@@ -42,9 +42,7 @@ def _import_tomesd():
 
 def _record_attributes(unet: torch.nn.Module) -> list[tuple[torch.nn.Module, str, object]]:
     return [
-        (module, name, module.__dict__.get(name, _MISSING))
-        for module in unet.modules()
-        for name in _TOMESD_ATTRIBUTES
+        (module, name, module.__dict__.get(name, _MISSING)) for module in unet.modules() for name in _TOMESD_ATTRIBUTES
     ]
 
 
