@@ -1,0 +1,44 @@
+"""Test-only WebUI extension (tier 2 links it in; users never install it).
+
+Makes the UNet raise at a chosen call during sampling — a RuntimeError or torch.OutOfMemoryError —
+so the tests can prove that Speedkit restores everything when sampling fails.
+API args: [fail_after_unet_calls (-1 = never), kind ("error" | "oom")].
+"""
+
+import gradio as gr
+import torch
+from modules import scripts, shared
+
+
+class SpeedkitTestFaults(scripts.Script):
+    def title(self):
+        return "Speedkit test faults"
+
+    def show(self, is_img2img):
+        return scripts.AlwaysVisible
+
+    def ui(self, is_img2img):
+        return [
+            gr.Number(value=-1, label="fail after UNet calls", precision=0),
+            gr.Textbox(value="error", label="kind"),
+        ]
+
+    def process(self, p, fail_after, kind):
+        if fail_after is None or fail_after < 0:
+            return
+        calls = [0]
+
+        def fail_at_call(_module, _args):
+            calls[0] += 1
+            if calls[0] > fail_after:
+                handle.remove()
+                error = torch.OutOfMemoryError if kind == "oom" else RuntimeError
+                raise error(f"speedkit test fault: injected {kind} at UNet call {calls[0]}")
+
+        handle = shared.sd_model.model.diffusion_model.register_forward_pre_hook(fail_at_call)
+        p.speedkit_test_fault = handle
+
+    def postprocess(self, p, processed, *args):
+        handle = getattr(p, "speedkit_test_fault", None)
+        if handle is not None:
+            handle.remove()

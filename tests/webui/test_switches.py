@@ -1,0 +1,294 @@
+"""Tier 2: Speedkit's per-generation switches in a live A1111 1.10.1, driven over HTTP."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import threading
+import time
+import urllib.error
+
+import pytest
+from harness import http_json
+
+STEPS = 8
+BASE_REQUEST = {
+    "prompt": "masterpiece, best quality, a cat sitting on a chair",
+    "negative_prompt": "lowres, blurry",
+    "steps": STEPS,
+    "width": 64,
+    "height": 64,
+    "sampler_name": "Euler",
+    "scheduler": "Automatic",
+    "cfg_scale": 7,
+    "seed": 2870305590,
+    "save_images": False,
+    "send_images": True,
+}
+ALL_SWITCHES = [True, "sdp-math", "fraction", 0.5, 0.5, 0.0, 2, 2, 2, False, -1, True]
+FAULTS = "speedkit test faults"
+
+
+def speedkit(*args) -> dict:
+    return {"speedkit": {"args": list(args)}}
+
+
+def post(server, path: str, payload: dict) -> tuple[int, dict]:
+    try:
+        return 200, http_json(server.url + path, payload)
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read().decode() or "{}")
+
+
+def txt2img(server, alwayson: dict | None = None, **fields) -> dict:
+    status, body = post(server, "/sdapi/v1/txt2img", {**BASE_REQUEST, **fields, "alwayson_scripts": alwayson or {}})
+    assert status == 200, body
+    return body
+
+
+def status(server) -> dict:
+    return http_json(server.url + "/speedkit/v1/status")
+
+
+def infotext_of(response: dict) -> str:
+    return json.loads(response["info"])["infotexts"][0]
+
+
+def pixels(response: dict) -> bytes:
+    from PIL import Image
+
+    return Image.open(io.BytesIO(base64.b64decode(response["images"][0]))).convert("RGB").tobytes()
+
+
+@pytest.fixture(scope="module")
+def pristine(webui) -> dict:
+    """The WebUI's state before any Speedkit generation, and a reference image without Speedkit."""
+    return {"status": status(webui), "pixels": pixels(txt2img(webui))}
+
+
+def assert_restored(server, pristine_state: dict) -> None:
+    now = status(server)
+    before = pristine_state["status"]
+    assert now["generation_active"] is False
+    assert now["cfg_wrapper_active"] is False
+    assert now["tome_active"] is False
+    assert now["unet_memory_format"] == before["unet_memory_format"]
+    assert now["attention"]["current"] == before["attention"]["current"]
+
+
+def test_kernel_variants_can_be_chosen_in_settings_too(webui, pristine):
+    configured = http_json(webui.url + "/sdapi/v1/options")["cross_attention_optimization"]
+    variant = "sdp-math - PyTorch SDPA, math kernel only: deterministic, full attention matrix (Speedkit)"
+    http_json(webui.url + "/sdapi/v1/options", {"cross_attention_optimization": variant})
+    try:
+        assert status(webui)["attention"]["current"] == variant
+        txt2img(webui, speedkit(True, "sdp"))
+        assert status(webui)["attention"]["current"] == variant  # restored to the configured variant
+    finally:
+        http_json(webui.url + "/sdapi/v1/options", {"cross_attention_optimization": configured})
+    assert_restored(webui, pristine)
+
+
+def test_script_info_describes_the_arguments(webui):
+    scripts = http_json(webui.url + "/sdapi/v1/script-info")
+    ours = [s for s in scripts if s["name"] == "speedkit" and not s["is_img2img"]]
+    assert len(ours) == 1 and ours[0]["is_alwayson"]
+    labels = [arg["label"] for arg in ours[0]["args"]]
+    assert labels[:3] == ["Speedkit", "Attention backend", "Negative-guidance cutoff"]
+    assert len(labels) == 12
+
+
+def test_kernel_variants_are_registered_as_webui_optimizers(webui, pristine):
+    unavailable = status(webui)["attention"]["unavailable"]
+    assert "sdp-math" not in unavailable and "sdp-flash" not in unavailable  # run on CPU
+    assert "CUDA" in unavailable["sdp-cudnn"]
+    assert "--xformers" in unavailable["xformers"]
+
+
+@pytest.mark.parametrize(
+    ("args", "expected_keys"),
+    [
+        ([True, "sdp-math"], {"Speedkit attention": "sdp-math"}),
+        ([True, "V1 - original v1"], {"Speedkit attention": "v1"}),
+        ([True, "doggettx"], {"Speedkit attention": "doggettx"}),
+        ([True, "keep", "fraction", 0.5], {"Speedkit cutoff": "fraction 0.5"}),
+        ([True, "keep", "sigma", 1.0], {"Speedkit cutoff": "sigma 1.0"}),
+        ([True, "keep", "adaptive", 0.9], {"Speedkit cutoff": "adaptive 0.9"}),
+        ([True, "keep", "off", 0.75, 0.5], {"Speedkit ToMe": "0.5"}),
+        ([True, "keep", "off", 0.75, 0.0, 0.0, 1, 2, 2, False, -1, True], {"Speedkit channels-last": "True"}),
+        (
+            ALL_SWITCHES,
+            {
+                "Speedkit attention": "sdp-math",
+                "Speedkit cutoff": "fraction 0.5",
+                "Speedkit ToMe": "0.5",
+                "Speedkit ToMe downsample": "2",
+                "Speedkit channels-last": "True",
+            },
+        ),
+    ],
+    ids=["sdp-math", "v1", "doggettx", "fraction", "sigma", "adaptive", "tome", "channels-last", "all"],
+)
+def test_each_switch_runs_writes_infotext_and_is_restored(webui, pristine, args, expected_keys):
+    response = txt2img(webui, speedkit(*args))
+    params = json.loads(response["info"])["extra_generation_params"]
+    for key, value in expected_keys.items():
+        assert str(params[key]) == value, (key, params)
+    assert not any(
+        key.startswith("Speedkit") for key in params if key not in expected_keys and key != "Speedkit cutoff"
+    )
+    last = status(webui)["last_generation"]
+    assert last["refused"] is None and last["finished"] is not None
+    for key, value in expected_keys.items():
+        assert last["applied"][key] == value
+    assert_restored(webui, pristine)
+
+
+def test_fraction_cutoff_halves_the_unet_batch_for_the_skipped_steps(webui, pristine):
+    response = txt2img(webui, speedkit(True, "keep", "fraction", 0.5))
+    calls = status(webui)["last_generation"]["unet_calls"]
+    assert calls == {"with_uncond": STEPS // 2, "without_uncond": STEPS // 2}
+    assert "NGMS" not in json.loads(response["info"])["extra_generation_params"]
+
+
+def test_sigma_cutoff_skips_every_step_below_the_threshold(webui, pristine):
+    txt2img(webui, speedkit(True, "keep", "sigma", 3.0))
+    calls = status(webui)["last_generation"]["unet_calls"]
+    # Euler, 8 steps, SD1 schedule: sigmas 14.6, 7.7, 4.5, 2.7, 1.6, 0.9, 0.4, 0.03 (from step 3 on < 3)
+    assert calls == {"with_uncond": 3, "without_uncond": 5}
+
+
+def test_without_speedkit_nothing_is_counted_and_images_are_unchanged(webui, pristine):
+    with_speedkit = pixels(txt2img(webui, speedkit(*ALL_SWITCHES)))
+    assert with_speedkit != pristine["pixels"]  # ToMe is lossy: the image is sensitive to the switches
+    assert pixels(txt2img(webui)) == pristine["pixels"]
+    last = status(webui)["last_generation"]
+    assert last["enabled"] is False and last["unet_calls"] is None and last["applied"] == {}
+    assert_restored(webui, pristine)
+
+
+def test_status_during_a_generation_shows_the_switches_applied(webui, pristine):
+    seen = []
+    worker = threading.Thread(target=lambda: seen.append(txt2img(webui, speedkit(*ALL_SWITCHES), steps=60)))
+    worker.start()
+    during = None
+    deadline = time.monotonic() + 300
+    while worker.is_alive() and time.monotonic() < deadline:
+        current = status(webui)
+        if current["generation_active"] and current["tome_active"]:
+            during = current
+            break
+        time.sleep(0.2)
+    worker.join(600)
+    assert during is not None, "never saw the generation running"
+    assert during["unet_memory_format"] == "channels_last"
+    assert during["attention"]["current"].startswith("sdp-math")
+    assert during["cfg_wrapper_active"] is True
+    assert seen and "images" in seen[0]
+    assert_restored(webui, pristine)
+
+
+@pytest.mark.parametrize("kind", ["error", "oom"])
+def test_an_exception_mid_sampling_leaves_nothing_patched(webui, pristine, kind):
+    request = {**BASE_REQUEST, "alwayson_scripts": {**speedkit(*ALL_SWITCHES), FAULTS: {"args": [5, kind]}}}
+    code, body = post(webui, "/sdapi/v1/txt2img", request)
+    assert code == 500, body
+    assert "speedkit test fault" in json.dumps(body)
+    assert status(webui)["last_generation"]["finished"] is not None
+    assert_restored(webui, pristine)
+    assert pixels(txt2img(webui)) == pristine["pixels"]
+
+
+def test_an_interrupt_mid_sampling_leaves_nothing_patched(webui, pristine):
+    results = []
+    worker = threading.Thread(target=lambda: results.append(txt2img(webui, speedkit(*ALL_SWITCHES), steps=200)))
+    worker.start()
+    deadline = time.monotonic() + 300
+    while not status(webui)["generation_active"] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.0)
+    http_json(webui.url + "/sdapi/v1/interrupt", {})
+    worker.join(600)
+    assert results, "the interrupted request did not return"
+    calls = status(webui)["last_generation"]["unet_calls"]
+    assert 0 < calls["with_uncond"] + calls["without_uncond"] < 200
+    assert_restored(webui, pristine)
+    assert pixels(txt2img(webui)) == pristine["pixels"]
+
+
+@pytest.mark.parametrize(
+    ("args", "field"),
+    [
+        ([True, "quantum"], "attention (args[1])"),
+        ([True, "keep", "off", 0.75, 0.9], "tome_ratio (args[4])"),
+        ([True, "keep", "fraction", 1.5], "cutoff_value (args[3])"),
+        ([True, "keep", "off", 0.75, 0.5, 0.0, 3], "tome_max_downsample (args[6])"),
+        ([True, "sdp-cudnn"], "sdp-cudnn"),
+        (["maybe"], "enabled (args[0])"),
+    ],
+)
+def test_bad_input_is_refused_with_422_naming_the_field_and_nothing_runs(webui, pristine, args, field):
+    before = status(webui)["last_generation"]
+    code, body = post(webui, "/sdapi/v1/txt2img", {**BASE_REQUEST, "alwayson_scripts": speedkit(*args)})
+    assert code == 422, body
+    assert field in body["detail"]
+    assert status(webui)["last_generation"] == before  # no generation started
+    assert_restored(webui, pristine)
+
+
+def test_pasting_the_infotext_reproduces_the_plan(webui, pristine):
+    first = txt2img(webui, speedkit(True, "sdp-math", "fraction", 0.75, 0.3, 0.0, 2, 2, 2, True, 99, True))
+    first_record = status(webui)["last_generation"]
+    txt2img(webui)  # a generation without Speedkit in between
+    pasted = txt2img(webui, None, infotext=infotext_of(first))
+    record = status(webui)["last_generation"]
+    assert record["started"] > first_record["started"] and record["enabled"] is True
+    assert record["applied"] == first_record["applied"]
+    assert len(record["applied"]) == 7  # attention, cutoff, ToMe, downsample, random, seed, channels-last
+    assert pixels(pasted) == pixels(first)
+
+
+def test_img2img_runs_the_switches_too(webui, pristine):
+    init = txt2img(webui)["images"][0]
+    request = {**BASE_REQUEST, "init_images": [init], "denoising_strength": 0.6}
+    code, body = post(webui, "/sdapi/v1/img2img", {**request, "alwayson_scripts": speedkit(*ALL_SWITCHES)})
+    assert code == 200, body
+    params = json.loads(body["info"])["extra_generation_params"]
+    assert str(params["Speedkit ToMe"]) == "0.5"
+    assert_restored(webui, pristine)
+
+
+def test_hires_pass_uses_its_own_tome_ratio(webui, pristine):
+    hires = {
+        "enable_hr": True,
+        "hr_scale": 2,
+        "hr_upscaler": "Latent",
+        "hr_second_pass_steps": 2,
+        "denoising_strength": 0.5,
+    }
+    response = txt2img(webui, speedkit(True, "keep", "off", 0.75, 0.5, 0.25), **hires)
+    params = json.loads(response["info"])["extra_generation_params"]
+    assert str(params["Speedkit ToMe hr"]) == "0.25"
+    assert_restored(webui, pristine)
+
+
+def test_an_xyz_grid_axis_per_switch(webui, pristine):
+    info = http_json(webui.url + "/sdapi/v1/script-info")
+    xyz = next(s for s in info if s["name"] == "x/y/z plot" and not s["is_img2img"])
+    axis_labels = xyz["args"][0]["choices"]
+    for label in (
+        "[Speedkit] Attention backend",
+        "[Speedkit] Guidance cutoff",
+        "[Speedkit] ToMe ratio",
+        "[Speedkit] ToMe max downsample",
+        "[Speedkit] Channels-last",
+    ):
+        assert label in axis_labels
+    x_type = axis_labels.index("[Speedkit] ToMe ratio")
+    script_args = [x_type, "0, 0.5", [], 0, "", [], 0, "", [], True, False, False, False, False, False, False, 0, False]
+    response = txt2img(webui, None, script_name="x/y/z plot", script_args=script_args)
+    infotexts = json.loads(response["info"])["infotexts"]
+    assert any("Speedkit ToMe: 0.5" in text for text in infotexts)
+    assert any("Speedkit ToMe" not in text for text in infotexts[1:])
+    assert_restored(webui, pristine)
