@@ -196,8 +196,10 @@ def switch_attention(name: str) -> Undo:
 
 @dataclass
 class GenerationRecord:
-    """What the status endpoint reports about a generation."""
+    """What the status endpoint reports about a generation (`enabled` False: Speedkit was off and
+    touched nothing, so nothing was counted)."""
 
+    enabled: bool = True
     requested: dict[str, str] = field(default_factory=dict)
     applied: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
@@ -209,17 +211,20 @@ class GenerationRecord:
 
     def as_json(self) -> dict:
         return {
+            "enabled": self.enabled,
             "requested": self.requested,
             "applied": self.applied,
             "notes": self.notes,
             "refused": self.refused,
-            "unet_calls": {
-                "with_uncond": self.unet_calls_with_uncond,
-                "without_uncond": self.unet_calls_without_uncond,
-            },
+            "unet_calls": self._unet_calls(),
             "started": self.started,
             "finished": self.finished,
         }
+
+    def _unet_calls(self) -> dict | None:
+        if not self.enabled:
+            return None
+        return {"with_uncond": self.unet_calls_with_uncond, "without_uncond": self.unet_calls_without_uncond}
 
 
 class Generation:
@@ -440,6 +445,7 @@ def prepare_generation(p, args, overrides=None) -> None:
         generation.refuse(str(error))
         return
     if plan is None:
+        STATE.last = GenerationRecord(enabled=False, finished=time.time())
         return
     generation = Generation(p, plan)
     _start(generation)
