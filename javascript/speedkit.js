@@ -11,21 +11,28 @@
         }
     }
 
-    function markOptions(tab) {
-        const dropdown = gradioApp().querySelector(`#script_${tab}_speedkit_attention`);
-        if (!dropdown) return;
-        const reasons = unavailableFor(tab);
+    function markOptions(dropdown, reasons) {
         dropdown.querySelectorAll("ul.options li").forEach(function (item) {
             const name = (item.dataset.value || item.textContent || "").trim();
-            if (name in reasons) {
+            if (name in reasons && !item.classList.contains("speedkit_unavailable_option")) {
                 item.classList.add("speedkit_unavailable_option");
                 item.title = reasons[name];
             }
         });
     }
 
-    onAfterUiUpdate(function () {
-        markOptions("txt2img");
-        markOptions("img2img");
+    function watch(tab) {
+        const dropdown = gradioApp().querySelector(`#script_${tab}_speedkit_attention`);
+        if (!dropdown) return;
+        const reasons = unavailableFor(tab);
+        // The option list is created when the dropdown opens: mark it as soon as it appears.
+        new MutationObserver(function () {
+            markOptions(dropdown, reasons);
+        }).observe(dropdown, {childList: true, subtree: true});
+    }
+
+    onUiLoaded(function () {
+        watch("txt2img");
+        watch("img2img");
     });
 })();

@@ -96,6 +96,7 @@ def build_controls(
                 choices=list(CUTOFF_MODES),
                 value=default("cutoff_mode"),
                 elem_id=elem_id("cutoff_mode"),
+                interactive=disabled_note is None,
             )
             cutoff_value = gr.Number(
                 label=CUTOFF_VALUE_LABELS["off"], value=default("cutoff_value"), elem_id=elem_id("cutoff_value")

@@ -69,8 +69,8 @@ def is_forge() -> bool:
 
 
 FORGE_NOTE = (
-    "Forge detected: it picks the attention backend at start-up and does not use A1111's attention "
-    "switching, so Speedkit's attention choice is disabled here."
+    "Forge detected: it picks the attention backend at start-up and computes guidance in its own "
+    "sampling function, so Speedkit's attention and guidance-cutoff choices are disabled here."
 )
 
 
@@ -265,6 +265,7 @@ class Generation:
             self.p.extra_generation_params[NOTE_KEY] = "; ".join(self.record.notes)
 
     def _apply_all(self) -> SpeedPlan:
+        check_plan_can_run(self.plan)
         unet = shared.sd_model.model.diffusion_model
         self.undos.append(self._count_unet_rows(unet))
         self.undos.append(apply_channels_last(unet, self.plan.channels_last.enabled))
@@ -537,9 +538,9 @@ def check_api_args(script_runner, script_args) -> None:
 
 def check_plan_can_run(plan: SpeedPlan) -> None:
     """Refuse, before a generation starts, what cannot run in this WebUI."""
+    if is_forge() and (plan.attention.enabled or plan.cutoff.enabled):
+        raise SpeedkitError(FORGE_NOTE)
     if plan.attention.enabled:
-        if is_forge():
-            raise BackendUnavailable(plan.attention.backend, FORGE_NOTE)
         resolve_backend(plan.attention.backend)
         check_backend_runnable(plan.attention.backend)
 

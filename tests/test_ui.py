@@ -57,9 +57,12 @@ def test_unavailable_backends_are_listed_with_reasons_for_people_and_the_script(
     assert unavailable_note_html({}) == ""
 
 
-def test_a_disabled_note_makes_the_backend_dropdown_read_only():
+def test_a_disabled_note_makes_the_backend_and_cutoff_read_only():
     _, controls = build(note="Forge detected")
     assert controls.attention.interactive is False
+    assert controls.cutoff_mode.interactive is False
+    _, normal = build()
+    assert normal.attention.interactive is not False and normal.cutoff_mode.interactive is not False
 
 
 def test_pasting_an_image_without_speedkit_keys_closes_the_accordion_and_leaves_the_rest():
