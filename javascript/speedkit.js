@@ -36,3 +36,12 @@
         watch("img2img");
     });
 })();
+
+// The Speedkit tab's buttons: register a task id so the WebUI's progress bar follows the benchmark.
+function speedkit_bench_submit() {
+    var id = randomId();
+    requestProgress(id, gradioApp().getElementById("speedkit_bench_progress"), null, function () {});
+    var args = Array.from(arguments);
+    args[0] = id;
+    return args;
+}

@@ -537,6 +537,8 @@ class WebUIServer:
                 raise RuntimeError(f"WebUI exited with code {self.process.returncode}:\n{self.log_tail()}")
             try:
                 http_json(self.url + "/sdapi/v1/sd-models", timeout=10)
+                # Extension routes are added in on_app_started, after the API answers.
+                http_json(self.url + "/speedkit/v1/status", timeout=10)
                 return
             except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
                 pass

@@ -32,11 +32,11 @@ from dataclasses import dataclass, field, replace
 import torch
 from modules import devices, patches, processing, script_callbacks, sd_hijack, sd_samplers_cfg_denoiser, shared
 
-from . import attention as attention_lib
-from .errors import BackendUnavailable, SpeedkitError
-from .guidance import CutoffPolicy, noise_prediction_similarity
-from .memory_format import apply_channels_last, is_channels_last
-from .plan import (
+from .. import attention as attention_lib
+from ..errors import BackendUnavailable, SpeedkitError
+from ..guidance import CutoffPolicy, noise_prediction_similarity
+from ..memory_format import apply_channels_last, is_channels_last
+from ..plan import (
     ATTENTION_CHOICES,
     KEEP,
     GuidanceCutoffConfig,
@@ -45,9 +45,9 @@ from .plan import (
     canonical_backend_name,
     format_infotext,
 )
-from .script_args import plan_from_args
-from .tome import apply_tome, has_tome_patch
-from .undo import Undo, run_in_reverse
+from ..script_args import plan_from_args
+from ..tome import apply_tome, has_tome_patch
+from ..undo import Undo, run_in_reverse
 
 PATCH_KEY = "sd-webui-speedkit"
 SCRIPT_TITLE = "Speedkit"
@@ -436,26 +436,30 @@ STATE = AdapterState()
 
 def prepare_generation(p, args, overrides=None) -> None:
     """before_process: build the plan from the script args; refuse bad input; set host overrides."""
-    if STATE.active is not None:  # a leaked generation (should not happen): restore it first
-        finish_generation(STATE.active.p)
     try:
         plan = plan_from_args(args, overrides or getattr(p, "speedkit_overrides", None))
     except SpeedkitError as error:
-        generation = Generation(p, SpeedPlan())
-        _start(generation)
-        generation.refuse(str(error))
+        _start(Generation(p, SpeedPlan())).refuse(str(error))
         return
+    prepare_generation_with_plan(p, plan)
+
+
+def prepare_generation_with_plan(p, plan: SpeedPlan | None) -> None:
+    """Like prepare_generation, for a plan built elsewhere (the benchmark); None: Speedkit off."""
     if plan is None:
+        if STATE.active is not None:
+            finish_generation(STATE.active.p)
         STATE.last = GenerationRecord(enabled=False, finished=time.time())
         return
-    generation = Generation(p, plan)
-    _start(generation)
-    generation.prepare()
+    _start(Generation(p, plan)).prepare()
 
 
-def _start(generation: Generation) -> None:
+def _start(generation: Generation) -> Generation:
+    if STATE.active is not None:  # a leaked generation (should not happen): restore it first
+        finish_generation(STATE.active.p)
     STATE.active = generation
     STATE.last = generation.record
+    return generation
 
 
 def _active_for(p) -> Generation | None:
@@ -463,10 +467,14 @@ def _active_for(p) -> Generation | None:
     return generation if generation is not None and generation.p is p else None
 
 
-def activate_generation(p) -> None:
+def activate_generation(p) -> str | None:
+    """process: apply the switches. Returns the refusal message when the plan could not be applied."""
     generation = _active_for(p)
-    if generation is not None and generation.record.refused is None:
+    if generation is None:
+        return None
+    if generation.record.refused is None:
         generation.activate()
+    return generation.record.refused
 
 
 def before_hires(p) -> None:

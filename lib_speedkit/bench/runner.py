@@ -1,0 +1,233 @@
+"""Host-agnostic benchmark runner: warm-up, timed runs, telemetry, summaries, diagnosis.
+
+The host supplies `generate(preset, plan) -> RunMeasurement` (the WebUI adapter runs a real
+generation; the standalone bench runs a UNet loop). What is timed:
+  sampler it/s      steps x batch count / seconds inside sampling, device-synchronised;
+  end-to-end it/s   steps x batch size x batch count / seconds of the whole generation
+                    (the System-Info extension's definition, so community numbers compare);
+  time taken        wall seconds of the whole call, as the WebUI prints "Time taken".
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from ..plan import SpeedPlan, format_infotext
+from .diagnosis import diagnose
+from .imagediff import compare
+from .presets import BenchPreset
+from .stats import summarise
+from .telemetry import TelemetryReport, TelemetrySampler
+
+SCHEMA_VERSION = 1
+
+
+class BenchInterrupted(Exception):
+    """Raised by a generator when the user interrupted; the runner keeps what it has."""
+
+
+@dataclass
+class RunMeasurement:
+    """One generation. Times in seconds; `sampling_windows` are (start, end) perf_counter pairs."""
+
+    sampler_seconds: float
+    total_seconds: float
+    time_taken_seconds: float
+    sampling_windows: list[tuple[float, float]] = field(default_factory=list)
+    vram_mb: dict[str, float | None] = field(default_factory=dict)
+    first_image: object = None
+    interrupted: bool = False
+    info: dict = field(default_factory=dict)
+
+
+@dataclass
+class RunRecord:
+    measurement: RunMeasurement
+    sampler_its: float
+    end_to_end_its: float
+
+    def as_dict(self) -> dict:
+        m = self.measurement
+        return {
+            "sampler_its": self.sampler_its,
+            "end_to_end_its": self.end_to_end_its,
+            "sampler_s": m.sampler_seconds,
+            "total_s": m.total_seconds,
+            "time_taken_s": m.time_taken_seconds,
+            "vram_mb": m.vram_mb,
+            "interrupted": m.interrupted,
+        }
+
+
+Generator = Callable[[BenchPreset, "SpeedPlan | None"], RunMeasurement]
+Progress = Callable[[str], None]
+
+
+def _speeds(preset: BenchPreset, m: RunMeasurement) -> RunRecord:
+    sampler_steps = preset.steps * preset.batch_count
+    images = preset.images_per_run
+    sampler_its = sampler_steps / m.sampler_seconds if m.sampler_seconds > 0 else float("nan")
+    end_to_end = preset.steps * images / m.total_seconds if m.total_seconds > 0 else float("nan")
+    return RunRecord(m, sampler_its, end_to_end)
+
+
+def run_benchmark(
+    generate: Generator,
+    preset: BenchPreset,
+    plan: SpeedPlan | None,
+    sampler: TelemetrySampler,
+    progress: Progress = lambda message: None,
+    label: str = "",
+) -> dict:
+    """Warm up, then time `preset.runs` generations; returns the result (schema below)."""
+    notes: list[str] = []
+    interrupted = False
+    records: list[RunRecord] = []
+    try:
+        for index in range(preset.warmup):
+            progress(f"warm-up {index + 1}/{preset.warmup}")
+            if generate(preset, plan).interrupted:
+                raise BenchInterrupted
+        sampler.start()
+        for index in range(preset.runs):
+            progress(f"run {index + 1}/{preset.runs}")
+            measurement = generate(preset, plan)
+            records.append(_speeds(preset, measurement))
+            if measurement.interrupted:
+                raise BenchInterrupted
+    except BenchInterrupted:
+        interrupted = True
+        notes.append("interrupted: the results below are from the runs completed before the interrupt")
+    telemetry = sampler.report([w for r in records for w in r.measurement.sampling_windows])
+    return build_result(preset, plan, records, telemetry, interrupted, notes, label)
+
+
+def build_result(preset, plan, records, telemetry: TelemetryReport, interrupted, notes, label) -> dict:
+    complete = [r for r in records if not r.measurement.interrupted]
+    speed = {}
+    if complete:
+        speed = {
+            "sampler_its": summarise([r.sampler_its for r in complete]).as_dict(),
+            "end_to_end_its": summarise([r.end_to_end_its for r in complete]).as_dict(),
+            "time_taken_s": summarise([r.measurement.time_taken_seconds for r in complete]).as_dict(),
+            "seconds_per_image": summarise(
+                [r.measurement.total_seconds / preset.images_per_run for r in complete]
+            ).as_dict(),
+        }
+    utilisation = telemetry.mean("utilisation_percent")
+    return {
+        "schema": SCHEMA_VERSION,
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "label": label,
+        "preset": preset.as_dict(),
+        "speedkit": format_infotext(plan) if plan is not None else {},
+        "timed": "sampler: sampling only, device-synchronised; end-to-end: the whole generation; "
+        "time taken: the whole call",
+        "speed": speed,
+        "runs": [r.as_dict() for r in records],
+        "vram": _vram_peaks(records),
+        "telemetry": telemetry.as_dict(),
+        "diagnosis": diagnose(utilisation, telemetry.unavailable or "no GPU utilisation was measured").__dict__,
+        "interrupted": interrupted,
+        "notes": notes,
+    }
+
+
+def _vram_peaks(records: Sequence[RunRecord]) -> dict:
+    peaks: dict[str, float | None] = {}
+    for key in ("active_peak_mb", "reserved_peak_mb", "system_peak_mb", "total_mb"):
+        values = [r.measurement.vram_mb.get(key) for r in records if r.measurement.vram_mb.get(key) is not None]
+        peaks[key] = max(values) if values else None
+    if all(value is None for value in peaks.values()):
+        peaks["unavailable"] = "no CUDA device: VRAM is not measured"
+    return peaks
+
+
+# --------------------------------------------------------------------------- the switch matrix
+
+
+@dataclass(frozen=True)
+class MatrixEntry:
+    label: str
+    plan: SpeedPlan | None  # None: Speedkit off (the baseline)
+
+
+def run_matrix(
+    generate: Generator,
+    preset: BenchPreset,
+    entries: Sequence[MatrixEntry],
+    sampler: TelemetrySampler,
+    progress: Progress = lambda message: None,
+) -> dict:
+    """Every entry `preset.runs` times, alternating the order each round to cancel drift.
+
+    Rows: it/s, speedup vs the first entry (the baseline), VRAM, image difference vs the
+    baseline's image, and between an entry's own first two runs (run-to-run nondeterminism).
+    """
+    per_entry: dict[str, list[RunRecord]] = {e.label: [] for e in entries}
+    interrupted = False
+    sampler.start()
+    try:
+        for entry in entries:
+            progress(f"warm-up: {entry.label}")
+            for _ in range(preset.warmup):
+                if generate(preset, entry.plan).interrupted:
+                    raise BenchInterrupted
+        for round_index in range(preset.runs):
+            order = entries if round_index % 2 == 0 else list(reversed(entries))
+            for entry in order:
+                progress(f"round {round_index + 1}/{preset.runs}: {entry.label}")
+                measurement = generate(preset, entry.plan)
+                per_entry[entry.label].append(_speeds(preset, measurement))
+                if measurement.interrupted:
+                    raise BenchInterrupted
+    except BenchInterrupted:
+        interrupted = True
+    telemetry = sampler.report([w for rs in per_entry.values() for r in rs for w in r.measurement.sampling_windows])
+    rows = _matrix_rows(entries, per_entry)
+    return {
+        "schema": SCHEMA_VERSION,
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "preset": preset.as_dict(),
+        "rows": rows,
+        "telemetry": telemetry.as_dict(),
+        "interrupted": interrupted,
+        "notes": ["interrupted: rows may have fewer runs"] if interrupted else [],
+    }
+
+
+def _matrix_rows(entries: Sequence[MatrixEntry], per_entry: dict[str, list[RunRecord]]) -> list[dict]:
+    baseline_records = per_entry[entries[0].label]
+    baseline_its = _median([r.sampler_its for r in baseline_records])
+    baseline_image = baseline_records[0].measurement.first_image if baseline_records else None
+    rows = []
+    for entry in entries:
+        records = [r for r in per_entry[entry.label] if not r.measurement.interrupted]
+        its = _median([r.sampler_its for r in records])
+        images = [r.measurement.first_image for r in records if r.measurement.first_image is not None]
+        rows.append(
+            {
+                "label": entry.label,
+                "speedkit": format_infotext(entry.plan) if entry.plan is not None else {},
+                "runs": len(records),
+                "sampler_its": summarise([r.sampler_its for r in records]).as_dict() if records else None,
+                "end_to_end_its": summarise([r.end_to_end_its for r in records]).as_dict() if records else None,
+                "speedup": its / baseline_its if its and baseline_its else None,
+                "vram": _vram_peaks(records),
+                "vs_baseline": _diff(baseline_image, images[0] if images else None),
+                "run_to_run": _diff(images[0], images[1]) if len(images) >= 2 else None,
+            }
+        )
+    return rows
+
+
+def _median(values: Sequence[float]) -> float | None:
+    return summarise(values).median if values else None
+
+
+def _diff(a, b) -> dict | None:
+    if a is None or b is None:
+        return None
+    return compare(a, b).as_dict()
