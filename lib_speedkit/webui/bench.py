@@ -108,10 +108,14 @@ def generate(preset: BenchPreset, plan: SpeedPlan | None) -> RunMeasurement:
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     memory.start()
-    with closing(p):
-        started = time.perf_counter()
-        processed = processing.process_images(p)
-        total = time.perf_counter() - started
+    restore_options = switches.snapshot_options(p.override_settings)
+    try:
+        with closing(p):
+            started = time.perf_counter()
+            processed = processing.process_images(p)
+            total = time.perf_counter() - started
+    finally:
+        restore_options()
     system_peak, total_memory = memory.stop()
     return RunMeasurement(
         sampler_seconds=sum(end - start for start, end in windows),

@@ -392,18 +392,26 @@ class Generation:
             self.current_x = self.current_sigma = None
 
 
-def set_option_temporarily(key: str, value) -> callable:
-    """Set a WebUI option without running its change handlers; returns the function restoring it."""
+def snapshot_options(keys) -> callable:
+    """Remember WebUI options exactly (also "never set", which the host's own override restore
+    forgets: it restores only keys already in opts.data); returns the function restoring them."""
     data = shared.opts.data
-    had_key, previous = key in data, data.get(key)
-    data[key] = value
+    saved = {key: (key in data, data.get(key)) for key in keys}
 
     def restore() -> None:
-        if had_key:
-            data[key] = previous
-        else:
-            data.pop(key, None)
+        for key, (had_key, previous) in saved.items():
+            if had_key:
+                data[key] = previous
+            else:
+                data.pop(key, None)
 
+    return restore
+
+
+def set_option_temporarily(key: str, value) -> callable:
+    """Set a WebUI option without running its change handlers; returns the function restoring it."""
+    restore = snapshot_options([key])
+    shared.opts.data[key] = value
     return restore
 
 

@@ -35,6 +35,7 @@ def test_a_bench_returns_a_complete_result_and_is_stored(webui, pristine):
     assert environment["model"]["kind"] == "SD1" and environment["model"]["hash"]
     assert any("925997e9" in note for note in result["notes"])  # not the preset's reference model
     assert result["baseline"]["status"] == "no baseline"
+    assert http_json(webui.url + "/sdapi/v1/options")["CLIP_stop_at_last_layers"] == 1  # clip skip 2 undone
     stored = (webui.data_dir / "speedkit" / "bench-history.jsonl").read_text().splitlines()
     assert json.loads(stored[-1])["label"] == "tiny"
     assert_restored(webui, pristine)
@@ -109,3 +110,25 @@ def test_bad_parameters_are_refused_with_422_naming_the_field(webui, body, field
     code, answer = post(webui, "/speedkit/v1/bench", body)
     assert code == 422, answer
     assert field in answer["detail"]
+
+
+def test_the_cli_prints_the_table_from_a_live_webui(webui):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    argv = ["bench", "--url", webui.url, "--steps", "4", "--width", "64", "--height", "64", "--runs", "2"]
+    done = subprocess.run(
+        [sys.executable, "-m", "lib_speedkit", *argv], cwd=root, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Sampler it/s, median (min–max)" in done.stdout and "Diagnosis:" in done.stdout
+    refused = subprocess.run(
+        [sys.executable, "-m", "lib_speedkit", "bench", "--url", webui.url, "--speedkit", '[true, "sdp-cudnn"]'],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert refused.returncode == 1 and "422" in refused.stderr and "sdp-cudnn" in refused.stderr

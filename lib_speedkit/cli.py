@@ -1,0 +1,91 @@
+"""Command line: `python -m lib_speedkit bench --url http://127.0.0.1:7860 [options]`.
+
+Runs the benchmark on a running WebUI (through POST /speedkit/v1/bench) and prints the table the
+Speedkit tab shows. Arguments are checked here first, so mistakes fail before anything runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+
+from .bench import report
+from .bench.presets import PRESETS, get_preset
+from .errors import PlanError
+from .script_args import plan_from_args
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m lib_speedkit", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    bench = commands.add_parser("bench", help="run the benchmark on a running WebUI")
+    bench.add_argument("--url", required=True, help="the WebUI, e.g. http://127.0.0.1:7860")
+    bench.add_argument("--preset", default="Asuka test", choices=list(PRESETS))
+    for name in ("batch-size", "batch-count", "runs", "warmup", "steps", "width", "height"):
+        bench.add_argument(f"--{name}", type=int, help=f"override the preset's {name.replace('-', ' ')}")
+    bench.add_argument("--speedkit", help="the accordion's args as a JSON list, e.g. '[true, \"sdp\"]'")
+    bench.add_argument("--matrix", action="store_true", help="compare every switch with the baseline")
+    bench.add_argument("--label", default="", help="stored with the result")
+    bench.add_argument("--json", action="store_true", help="print the result JSON instead of the table")
+    bench.add_argument("--timeout", type=float, default=3600, help="seconds to wait for the WebUI")
+    return parser
+
+
+def request_body(args: argparse.Namespace) -> dict:
+    """The POST body; raises PlanError (naming the option) for bad values."""
+    overrides = {
+        name: getattr(args, name)
+        for name in ("batch_size", "batch_count", "runs", "warmup", "steps", "width", "height")
+        if getattr(args, name) is not None
+    }
+    get_preset(args.preset, overrides)  # validate here too: fail before anything runs
+    speedkit = None
+    if args.speedkit:
+        try:
+            speedkit = json.loads(args.speedkit)
+        except json.JSONDecodeError:
+            raise PlanError("--speedkit", args.speedkit, 'a JSON list such as [true, "sdp"]') from None
+        if not isinstance(speedkit, list):
+            raise PlanError("--speedkit", args.speedkit, 'a JSON list such as [true, "sdp"]')
+        plan_from_args(speedkit)
+    body = {"preset": args.preset, "overrides": overrides, "matrix": args.matrix, "label": args.label}
+    if speedkit is not None:
+        body["speedkit"] = speedkit
+    return body
+
+
+def post(url: str, body: dict, timeout: float) -> dict:
+    request = urllib.request.Request(
+        url.rstrip("/") + "/speedkit/v1/bench",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        return json.loads(response.read().decode())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        body = request_body(args)
+    except PlanError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    try:
+        result = post(args.url, body, args.timeout)
+    except urllib.error.HTTPError as error:
+        detail = json.loads(error.read().decode() or "{}").get("detail", error.reason)
+        print(f"error: the WebUI answered {error.code}: {detail}", file=sys.stderr)
+        return 1
+    except urllib.error.URLError as error:
+        print(f"error: cannot reach {args.url}: {error.reason} (is the WebUI running?)", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(report.matrix_to_text(result) if args.matrix else report.to_text(result))
+    return 0
