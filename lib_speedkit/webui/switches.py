@@ -611,16 +611,17 @@ def _set_override(name: str):
     return apply
 
 
-def _apply_cutoff_axis(p, value, _values):
-    mode, value_text = parse_cutoff_text(value)
-    overrides = {"cutoff_mode": mode} if value_text is None else {"cutoff_mode": mode, "cutoff_value": value_text}
-    p.speedkit_overrides = {**getattr(p, "speedkit_overrides", {}), **overrides}
-
-
-def parse_cutoff_text(text: str) -> tuple[str, str | None]:
-    """ "fraction 0.75" -> ("fraction", "0.75"); "off" -> ("off", None)."""
+def cutoff_overrides(text: str) -> dict[str, str]:
+    """An XYZ cutoff value as script-arg overrides: "fraction 0.75" -> mode and value; "off" -> mode."""
     mode, _, value = text.strip().partition(" ")
-    return mode.lower(), (value.strip() or None)
+    overrides = {"cutoff_mode": mode.lower()}
+    if value.strip():
+        overrides["cutoff_value"] = value.strip()
+    return overrides
+
+
+def _apply_cutoff_axis(p, value, _values):
+    p.speedkit_overrides = {**getattr(p, "speedkit_overrides", {}), **cutoff_overrides(value)}
 
 
 def _confirm_values(name: str):
@@ -633,9 +634,7 @@ def _confirm_values(name: str):
 
 def _confirm_cutoffs(_p, values):
     for value in values:
-        mode, value_text = parse_cutoff_text(value)
-        overrides = {"cutoff_mode": mode} if value_text is None else {"cutoff_mode": mode, "cutoff_value": value_text}
-        plan_from_args([True], overrides)
+        plan_from_args([True], cutoff_overrides(value))
 
 
 def add_xyz_axes() -> None:
