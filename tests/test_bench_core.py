@@ -98,3 +98,29 @@ def test_text_report_says_what_is_missing():
     assert "n/a: the NVML binding is not installed" in text and "n/a: no CUDA device" in text
     assert "Community baseline: no baseline (no GPU was detected)" in text and "Note: model differs" in text
     assert "<table" in report.to_html(result)
+
+
+def test_matrix_text_is_aligned_and_shows_run_to_run_differences():
+    same = {"identical": True, "max_abs": 0, "psnr_db": None}
+    differs = {"identical": False, "max_abs": 10, "psnr_db": 43.5}
+    rows = [
+        {
+            "label": "baseline (Speedkit off)",
+            "sampler_its": summarise([18.0, 19.0]).as_dict(),
+            "speedup": 1.0,
+            "vram": {"reserved_peak_mb": 3354.0},
+            "vs_baseline": same,
+            "run_to_run": same,
+        },
+        {
+            "label": "ToMe 0.5",
+            "sampler_its": summarise([16.5]).as_dict(),
+            "speedup": 0.91,
+            "vram": {"reserved_peak_mb": 2978.0},
+            "vs_baseline": differs,
+            "run_to_run": differs,
+        },
+    ]
+    lines = report.matrix_to_text({"rows": rows, "notes": []}).splitlines()
+    assert lines[0].index("speedup") == lines[1].index("1.00") == lines[2].index("0.91")
+    assert lines[2].endswith("max 10, PSNR 43.5 dB  max 10, PSNR 43.5 dB")

@@ -17,7 +17,7 @@ GPU_BOUND_FROM = 80.0
 
 HOST_BOUND_HELP = (
     "a faster single-thread CPU; a larger batch size or resolution (more GPU work per step); fewer "
-    "per-step Python hooks (extensions, live previews); graph capture (Speedkit's CUDA-graph fast path)"
+    "per-step Python hooks (extensions, live previews); graph capture (CUDA graphs, compiled engines)"
 )
 
 

@@ -25,7 +25,7 @@ def speed_rows(result: dict) -> list[tuple[str, str]]:
     vram = result.get("vram") or {}
     util = metrics.get("utilisation_percent")
     rows = [
-        ("Sampler it/s, median (min–max)", _summary(speed.get("sampler_its"))),
+        ("Sampler it/s (a step = the whole batch), median (min–max)", _summary(speed.get("sampler_its"))),
         ("End-to-end it/s", _summary(speed.get("end_to_end_its"))),
         ("Time taken, s", _summary(speed.get("time_taken_s"), 3)),
         ("Seconds per image", _summary(speed.get("seconds_per_image"), 3)),
@@ -100,13 +100,23 @@ def to_html(result: dict) -> str:
 
 
 def matrix_to_text(matrix: dict) -> str:
-    lines = [f"{'configuration':<28} {'sampler it/s':>14} {'speedup':>8} {'VRAM R MB':>10} {'vs baseline':>22}"]
-    for row in matrix["rows"]:
-        lines.append(
-            f"{row['label']:<28} {_summary(row['sampler_its']):>14} {_num(row['speedup']):>8} "
-            f"{_num(row['vram'].get('reserved_peak_mb'), 0):>10} {_diff_text(row['vs_baseline']):>22}"
+    header = ("configuration", "sampler it/s (min–max)", "speedup", "VRAM R MB", "vs baseline", "run to run")
+    rows = [
+        (
+            row["label"],
+            _summary(row["sampler_its"]),
+            _num(row["speedup"]),
+            _num(row["vram"].get("reserved_peak_mb"), 0),
+            _diff_text(row["vs_baseline"]),
+            _diff_text(row["run_to_run"]),
         )
-    return "\n".join(lines)
+        for row in matrix["rows"]
+    ]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(r, widths, strict=True)).rstrip() for r in [header, *rows]
+    ]
+    return "\n".join(lines + [f"Note: {note}" for note in matrix.get("notes", [])])
 
 
 def _diff_text(diff: dict | None) -> str:

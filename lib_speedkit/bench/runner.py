@@ -2,7 +2,9 @@
 
 The host supplies `generate(preset, plan) -> RunMeasurement` (the WebUI adapter runs a real
 generation; the standalone bench runs a UNet loop). What is timed:
-  sampler it/s      steps x batch count / seconds inside sampling, device-synchronised;
+  sampler it/s      steps x batch count / seconds inside sampling, device-synchronised: sampler
+                    steps per second as the console's progress bar counts them (one step
+                    denoises the whole batch, so this does not grow with the batch size);
   end-to-end it/s   steps x batch size x batch count / seconds of the whole generation
                     (the System-Info extension's definition, so community numbers compare);
   time taken        wall seconds of the whole call, as the WebUI prints "Time taken".
@@ -58,6 +60,7 @@ class RunRecord:
             "time_taken_s": m.time_taken_seconds,
             "vram_mb": m.vram_mb,
             "interrupted": m.interrupted,
+            "attention": m.info.get("attention"),
         }
 
 

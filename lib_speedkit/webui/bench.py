@@ -88,6 +88,7 @@ def generate(preset: BenchPreset, plan: SpeedPlan | None) -> RunMeasurement:
     p = make_processing(preset)
     switches.prepare_generation_with_plan(p, plan)
     windows: list[tuple[float, float]] = []
+    info: dict = {}
     original_sample = p.sample
 
     def timed_sample(*args, **kwargs):
@@ -95,6 +96,7 @@ def generate(preset: BenchPreset, plan: SpeedPlan | None) -> RunMeasurement:
             refused = switches.activate_generation(p)
             if refused:
                 raise BenchRefused(refused)
+            info["attention"] = switches.current_backend_title()  # the backend this run used
         _sync()
         start = time.perf_counter()
         try:
@@ -117,15 +119,18 @@ def generate(preset: BenchPreset, plan: SpeedPlan | None) -> RunMeasurement:
     finally:
         restore_options()
     system_peak, total_memory = memory.stop()
+    torch_peaks = _torch_memory_peaks()
+    if system_peak is not None:  # polled 8 times a second, it can miss a short peak the allocator saw
+        system_peak = max(system_peak, torch_peaks.get("reserved_peak_mb", 0.0))
     return RunMeasurement(
         sampler_seconds=sum(end - start for start, end in windows),
         total_seconds=total,
         time_taken_seconds=time.perf_counter() - call_started,
         sampling_windows=windows,
-        vram_mb=_torch_memory_peaks() | {"system_peak_mb": system_peak, "total_mb": total_memory},
+        vram_mb=torch_peaks | {"system_peak_mb": system_peak, "total_mb": total_memory},
         first_image=processed.images[0] if processed.images else None,
         interrupted=bool(shared.state.interrupted),
-        info={"infotext": processed.infotexts[0] if processed.infotexts else ""},
+        info=info | {"infotext": processed.infotexts[0] if processed.infotexts else ""},
     )
 
 
@@ -215,6 +220,9 @@ def run_single(preset: BenchPreset, plan: SpeedPlan | None, label: str = "") -> 
     progress = _progress((preset.warmup + preset.runs) * preset.batch_count)
     result = run_benchmark(generate, preset, plan, _sampler(preset), progress, label)
     result["environment"] = environment
+    used = [r["attention"] for r in result["runs"] if r.get("attention")]
+    if used:
+        environment["attention"] = used[-1]  # during the run (Speedkit may have switched it)
     result["notes"] += _model_notes(preset, environment)
     result["baseline"] = compare_with_baselines(
         result, environment["gpu"].get("name"), environment["model"]["kind"] == "SD1"

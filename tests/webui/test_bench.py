@@ -123,7 +123,7 @@ def test_the_cli_prints_the_table_from_a_live_webui(webui):
         [sys.executable, "-m", "lib_speedkit", *argv], cwd=root, capture_output=True, text=True, timeout=600
     )
     assert done.returncode == 0, done.stderr
-    assert "Sampler it/s, median (min–max)" in done.stdout and "Diagnosis:" in done.stdout
+    assert "Sampler it/s (a step = the whole batch), median (min–max)" in done.stdout and "Diagnosis:" in done.stdout
     refused = subprocess.run(
         [sys.executable, "-m", "lib_speedkit", "bench", "--url", webui.url, "--speedkit", '[true, "sdp-cudnn"]'],
         cwd=root,
