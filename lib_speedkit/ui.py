@@ -10,6 +10,7 @@ import html
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
+from typing import Any
 
 import gradio as gr
 
@@ -190,3 +191,88 @@ def paste_fields(controls: SwitchControls, paste_field_cls) -> list:
         paste_field_cls(component, lambda params, name=name: pasted_value(name, params))
         for name, component in zip(ARG_NAMES, controls.inputs(), strict=True)
     ]
+
+
+@dataclass
+class BenchTabHost:
+    """What the bench tab needs from the host: choices, and the callables its buttons run."""
+
+    presets: list[str]
+    backend_choices: list[str]
+    unavailable: Mapping[str, str]
+    accordion_cls: Any
+    disabled_note: str | None
+    run: Callable  # (task id, preset, batch size, batch count, runs, warm-up, steps, width, height, label, *switches)
+    compare: Callable  # same arguments; -> (result JSON, history frame, plot frame, HTML)
+    history_frame: Callable
+    history_plot_frame: Callable
+    export: Callable[[str], Callable[[], str]]  # "csv" | "json" -> () -> file path
+
+
+def _slider(label: str, name: str, maximum: int, value: int, minimum: int = 1):
+    return gr.Slider(
+        label=label, minimum=minimum, maximum=maximum, step=1, value=value, elem_id=f"speedkit_bench_{name}"
+    )
+
+
+def _size_number(label: str, name: str):
+    return gr.Number(label=f"{label} (0 = preset)", value=0, precision=0, elem_id=f"speedkit_bench_{name}")
+
+
+def build_bench_tab(host: BenchTabHost) -> gr.Blocks:
+    """The Speedkit tab: preset and run settings, switches, Run / Compare, result, history, export."""
+    with gr.Blocks(analytics_enabled=False) as tab:
+        task_id = gr.Textbox(visible=False, elem_id="speedkit_bench_task_id")
+        with gr.Row():
+            with gr.Column(scale=1):
+                preset = gr.Dropdown(
+                    label="Preset", choices=host.presets, value=host.presets[0], elem_id="speedkit_bench_preset"
+                )
+                with gr.Row():
+                    batch_size = _slider("Batch size", "batch_size", 8, 1)
+                    batch_count = _slider("Batch count", "batch_count", 10, 1)
+                with gr.Row():
+                    runs = _slider("Timed runs", "runs", 10, 3)
+                    warmup = _slider("Warm-up runs", "warmup", 3, 1, minimum=0)
+                with gr.Row():
+                    steps, width, height = (
+                        _size_number(*n) for n in (("Steps", "steps"), ("Width", "width"), ("Height", "height"))
+                    )
+                label = gr.Textbox(label="Label (stored with the result)", elem_id="speedkit_bench_label")
+                controls = build_controls(
+                    lambda item: f"speedkit_bench_{item}",
+                    host.backend_choices,
+                    host.unavailable,
+                    host.accordion_cls,
+                    host.disabled_note,
+                )
+                with gr.Row():
+                    run_button = gr.Button("Run benchmark", variant="primary", elem_id="speedkit_bench_run")
+                    compare_button = gr.Button("Compare switches", elem_id="speedkit_bench_compare")
+                gr.HTML(elem_id="speedkit_bench_progress")
+            with gr.Column(scale=2):
+                result_html = gr.HTML(elem_id="speedkit_bench_result")
+                result_json = gr.JSON(label="Result (JSON)", elem_id="speedkit_bench_json")
+        history_plot = gr.LinePlot(
+            value=host.history_plot_frame,
+            x="run",
+            y="sampler it/s",
+            color="configuration",
+            title="History: sampler it/s",
+            elem_id="speedkit_bench_plot",
+            width=600,
+        )
+        history_table = gr.Dataframe(
+            value=host.history_frame, label="History", interactive=False, elem_id="speedkit_bench_history"
+        )
+        with gr.Row():
+            export_csv = gr.Button("Export CSV", elem_id="speedkit_bench_export_csv")
+            export_json = gr.Button("Export JSON", elem_id="speedkit_bench_export_json")
+            export_file = gr.File(label="Export", elem_id="speedkit_bench_export_file")
+        inputs = [task_id, preset, batch_size, batch_count, runs, warmup, steps, width, height, label]
+        outputs = [result_json, history_table, history_plot, result_html]
+        for button, handler in ((run_button, host.run), (compare_button, host.compare)):
+            button.click(fn=handler, _js="speedkit_bench_submit", inputs=inputs + controls.inputs(), outputs=outputs)
+        export_csv.click(fn=host.export("csv"), outputs=[export_file])
+        export_json.click(fn=host.export("json"), outputs=[export_file])
+    return tab

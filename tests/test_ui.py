@@ -96,3 +96,40 @@ def test_pasting_speedkit_infotext_restores_every_control():
         "tome_seed": 77,
         "channels_last": True,
     }
+
+
+def test_the_bench_tab_builds_with_every_control_wired():
+    import pandas as pd
+
+    from lib_speedkit.bench.presets import PRESETS
+    from lib_speedkit.ui import BenchTabHost, build_bench_tab
+
+    calls = []
+    host = BenchTabHost(
+        presets=list(PRESETS),
+        backend_choices=list(ATTENTION_CHOICES),
+        unavailable={"sdp-cudnn": "needs CUDA"},
+        accordion_cls=StandInAccordion,
+        disabled_note=None,
+        run=lambda *args: calls.append(("run", args)),
+        compare=lambda *args: calls.append(("compare", args)),
+        history_frame=lambda: pd.DataFrame({"timestamp": []}),
+        history_plot_frame=lambda: pd.DataFrame({"run": [], "sampler it/s": [], "configuration": []}),
+        export=lambda kind: lambda: f"/tmp/x.{kind}",
+    )
+    tab = build_bench_tab(host)
+    ids = {block.elem_id for block in tab.blocks.values() if getattr(block, "elem_id", None)}
+    for needed in (
+        "speedkit_bench_run",
+        "speedkit_bench_compare",
+        "speedkit_bench_result",
+        "speedkit_bench_history",
+        "speedkit_bench_plot",
+        "speedkit_bench_export_csv",
+        "speedkit_bench_attention",
+        "speedkit_bench_tome_ratio",
+    ):
+        assert needed in ids
+    clicks = [d for d in tab.config["dependencies"] if d.get("js") == "speedkit_bench_submit"]
+    assert len(clicks) == 2
+    assert all(len(d["inputs"]) == 10 + len(ARG_NAMES) and len(d["outputs"]) == 4 for d in clicks)

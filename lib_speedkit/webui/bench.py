@@ -377,99 +377,29 @@ def _export(kind: str):
 
 
 def create_tab():
-    """on_ui_tabs: the Speedkit tab."""
+    """on_ui_tabs: the Speedkit tab (layout in lib_speedkit.ui)."""
     import gradio as gr
     from modules.ui_components import InputAccordion
 
     from .. import ui
 
-    with gr.Blocks(analytics_enabled=False) as tab:
-        task_id = gr.Textbox(visible=False, elem_id="speedkit_bench_task_id")
-        with gr.Row():
-            with gr.Column(scale=1):
-                preset = gr.Dropdown(
-                    label="Preset", choices=list(PRESETS), value="Asuka test", elem_id="speedkit_bench_preset"
-                )
-                with gr.Row():
-                    batch_size = gr.Slider(
-                        label="Batch size", minimum=1, maximum=8, step=1, value=1, elem_id="speedkit_bench_batch_size"
-                    )
-                    batch_count = gr.Slider(
-                        label="Batch count",
-                        minimum=1,
-                        maximum=10,
-                        step=1,
-                        value=1,
-                        elem_id="speedkit_bench_batch_count",
-                    )
-                with gr.Row():
-                    runs = gr.Slider(
-                        label="Timed runs", minimum=1, maximum=10, step=1, value=3, elem_id="speedkit_bench_runs"
-                    )
-                    warmup = gr.Slider(
-                        label="Warm-up runs", minimum=0, maximum=3, step=1, value=1, elem_id="speedkit_bench_warmup"
-                    )
-                with gr.Row():
-                    steps = gr.Number(label="Steps (0 = preset)", value=0, precision=0, elem_id="speedkit_bench_steps")
-                    width = gr.Number(label="Width (0 = preset)", value=0, precision=0, elem_id="speedkit_bench_width")
-                    height = gr.Number(
-                        label="Height (0 = preset)", value=0, precision=0, elem_id="speedkit_bench_height"
-                    )
-                label = gr.Textbox(label="Label (stored with the result)", elem_id="speedkit_bench_label")
-                controls = ui.build_controls(
-                    lambda item: f"speedkit_bench_{item}",
-                    switches.backend_choices(),
-                    switches.unavailable_backends(),
-                    InputAccordion,
-                    switches.FORGE_NOTE if switches.is_forge() else None,
-                )
-                with gr.Row():
-                    run_button = gr.Button("Run benchmark", variant="primary", elem_id="speedkit_bench_run")
-                    compare_button = gr.Button("Compare switches", elem_id="speedkit_bench_compare")
-                gr.HTML(elem_id="speedkit_bench_progress")
-            with gr.Column(scale=2):
-                result_html = gr.HTML(elem_id="speedkit_bench_result")
-                result_json = gr.JSON(label="Result (JSON)", elem_id="speedkit_bench_json")
-        with gr.Row():
-            history_plot = gr.LinePlot(
-                value=_history_plot_frame,
-                x="run",
-                y="sampler it/s",
-                color="configuration",
-                title="History: sampler it/s",
-                elem_id="speedkit_bench_plot",
-                width=600,
-            )
-        history_table = gr.Dataframe(
-            value=_history_frame, label="History", interactive=False, elem_id="speedkit_bench_history"
+    def wrapped(compare: bool):
+        return call_queue.wrap_gradio_gpu_call(_tab_run(compare), extra_outputs=[gr.update()] * 3)
+
+    tab = ui.build_bench_tab(
+        ui.BenchTabHost(
+            presets=list(PRESETS),
+            backend_choices=switches.backend_choices(),
+            unavailable=switches.unavailable_backends(),
+            accordion_cls=InputAccordion,
+            disabled_note=switches.FORGE_NOTE if switches.is_forge() else None,
+            run=wrapped(False),
+            compare=wrapped(True),
+            history_frame=_history_frame,
+            history_plot_frame=_history_plot_frame,
+            export=_export,
         )
-        with gr.Row():
-            export_csv = gr.Button("Export CSV", elem_id="speedkit_bench_export_csv")
-            export_json = gr.Button("Export JSON", elem_id="speedkit_bench_export_json")
-            export_file = gr.File(label="Export", elem_id="speedkit_bench_export_file")
-        inputs = [
-            task_id,
-            preset,
-            batch_size,
-            batch_count,
-            runs,
-            warmup,
-            steps,
-            width,
-            height,
-            label,
-            *controls.inputs(),
-        ]
-        outputs = [result_json, history_table, history_plot, result_html]
-        for button, compare in ((run_button, False), (compare_button, True)):
-            button.click(
-                fn=call_queue.wrap_gradio_gpu_call(_tab_run(compare), extra_outputs=[gr.update()] * 3),
-                _js="speedkit_bench_submit",
-                inputs=inputs,
-                outputs=outputs,
-            )
-        export_csv.click(fn=_export("csv"), outputs=[export_file])
-        export_json.click(fn=_export("json"), outputs=[export_file])
+    )
     return [(tab, "Speedkit", "speedkit")]
 
 
