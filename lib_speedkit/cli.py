@@ -1,7 +1,11 @@
-"""Command line: `python -m lib_speedkit bench --url http://127.0.0.1:7860 [options]`.
+"""Command line for the Speedkit benchmark.
 
-Runs the benchmark on a running WebUI (through POST /speedkit/v1/bench) and prints the table the
-Speedkit tab shows. Arguments are checked here first, so mistakes fail before anything runs.
+  python -m lib_speedkit bench --url http://127.0.0.1:7860 [options]
+      the preset on a running WebUI (POST /speedkit/v1/bench); prints the tab's table
+  python -m lib_speedkit bench --standalone [--size sd15|tiny] [--steps N] [--runs N]
+      no WebUI: an ldm UNet with random weights on this GPU (or CPU), each switch at UNet level
+
+Arguments are checked first, so mistakes fail before anything runs.
 """
 
 from __future__ import annotations
@@ -23,7 +27,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m lib_speedkit", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     bench = commands.add_parser("bench", help="run the benchmark on a running WebUI")
-    bench.add_argument("--url", required=True, help="the WebUI, e.g. http://127.0.0.1:7860")
+    target = bench.add_mutually_exclusive_group(required=True)
+    target.add_argument("--url", help="a running WebUI, e.g. http://127.0.0.1:7860")
+    target.add_argument("--standalone", action="store_true", help="no WebUI: a random-weight UNet on this machine")
+    bench.add_argument("--size", choices=["auto", "sd15", "tiny"], default="auto", help="standalone UNet size")
     bench.add_argument("--preset", default="Asuka test", choices=list(PRESETS))
     for name in ("batch-size", "batch-count", "runs", "warmup", "steps", "width", "height"):
         bench.add_argument(f"--{name}", type=int, help=f"override the preset's {name.replace('-', ' ')}")
@@ -68,8 +75,29 @@ def post(url: str, body: dict, timeout: float) -> dict:
         return json.loads(response.read().decode())
 
 
+def standalone(args: argparse.Namespace) -> int:
+    from .bench.standalone import StandaloneSettings, run_standalone, to_text
+
+    settings = StandaloneSettings(
+        size=args.size,
+        steps=args.steps or 20,
+        resolution=args.width or 512,
+        batch=args.batch_size or 1,
+        runs=args.runs or 3,
+    )
+    for name in ("steps", "batch", "runs"):
+        if getattr(settings, name) < 1:
+            print(f"error: --{name} must be at least 1", file=sys.stderr)
+            return 2
+    result = run_standalone(settings, progress=lambda message: print(message, file=sys.stderr))
+    print(json.dumps(result, indent=2) if args.json else to_text(result))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.standalone:
+        return standalone(args)
     try:
         body = request_body(args)
     except PlanError as error:

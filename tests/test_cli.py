@@ -47,3 +47,21 @@ def test_the_request_body_carries_preset_overrides_and_switches():
         "label": "",
         "speedkit": [True, "sdp"],
     }
+
+
+def test_standalone_bench_runs_every_switch_on_a_tiny_unet(capsys):
+    code = cli.main(["bench", "--standalone", "--size", "tiny", "--steps", "2", "--runs", "1"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert out.startswith("CPU: tiny UNet") and "TFLOP per guided step" in out
+    for label in ("original attention (v1)", "sdp-flash", "sdp-math", "sdp + ToMe 0.5", "sdp + cutoff 0.75"):
+        assert label in out
+
+
+def test_standalone_cutoff_really_skips_the_uncond_pass():
+    from lib_speedkit.bench.standalone import StandaloneSettings, run_standalone
+
+    result = run_standalone(StandaloneSettings(size="tiny", steps=4, runs=1), progress=lambda message: None)
+    rows = {row["label"]: row for row in result["rows"]}
+    assert rows["sdp + cutoff 0.75"]["unet_calls"] == {"with_uncond": 3, "without_uncond": 1}
+    assert rows["sdp"]["unet_calls"] == {"with_uncond": 4, "without_uncond": 0}

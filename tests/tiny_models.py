@@ -3,33 +3,19 @@
 SD1 structure at toy width: spatial transformers with self-attention and cross-attention on a
 77-token context, attention at two resolutions (16x16 and 8x8 latents) so ToMe's max_downsample
 matters. ldm zero-initialises `proj_out` and the output conv; with those at zero, attention
-cannot change the UNet output and equivalence tests would pass vacuously. `rerandomise` gives
-EVERY parameter a fresh random value with a scale that keeps activations finite and O(1).
+cannot change the UNet output and equivalence tests would pass vacuously. `rerandomise` (shared with the standalone
+bench) gives EVERY parameter a fresh random value with a scale that keeps activations finite and O(1).
 """
 
 from __future__ import annotations
 
-import math
-
 import torch
+
+from lib_speedkit.bench.standalone import rerandomise
 
 CONTEXT_TOKENS = 77
 CONTEXT_DIM = 64
 LATENT_SIZE = 16
-
-
-def rerandomise(module: torch.nn.Module, seed: int = 1234) -> None:
-    """Replace every parameter with random values (no zero layers left)."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in module.named_parameters():
-            if param.dim() >= 2:
-                fan_in = param[0].numel()
-                param.copy_(torch.randn(param.shape, generator=generator) / math.sqrt(fan_in))
-            elif name.endswith("weight"):  # norm scales
-                param.copy_(1.0 + 0.1 * torch.randn(param.shape, generator=generator))
-            else:
-                param.copy_(0.05 * torch.randn(param.shape, generator=generator))
 
 
 def tiny_unet(seed: int = 1234) -> torch.nn.Module:

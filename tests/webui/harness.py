@@ -344,8 +344,8 @@ def write_tiny_checkpoint(root: Path, final_root: Path | None = None) -> Path:
     from safetensors.torch import save_file
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from tiny_models import rerandomise  # the tier-1 re-randomisation: no zero-initialised layer left
+    sys.path.insert(0, str(REPO_ROOT))
+    from lib_speedkit.bench.standalone import rerandomise  # no zero-initialised layer left
 
     clip_dir = root / "tiny-clip"
     write_clip_tokenizer(clip_dir)
