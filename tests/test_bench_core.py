@@ -124,3 +124,5 @@ def test_matrix_text_is_aligned_and_shows_run_to_run_differences():
     lines = report.matrix_to_text({"rows": rows, "notes": []}).splitlines()
     assert lines[0].index("speedup") == lines[1].index("1.00") == lines[2].index("0.91")
     assert lines[2].endswith("max 10, PSNR 43.5 dB  max 10, PSNR 43.5 dB")
+    page = report.matrix_to_html({"rows": rows, "notes": ["n"]})
+    assert page.count("<tr>") == 3 and "<td>ToMe 0.5</td>" in page and "<p>n</p>" in page

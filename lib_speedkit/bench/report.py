@@ -99,23 +99,25 @@ def to_html(result: dict) -> str:
     )
 
 
+MATRIX_HEADER = ("configuration", "sampler it/s (min–max)", "speedup", "VRAM R peak MB", "vs baseline", "run to run")
+
+
+def matrix_cells(row: dict) -> tuple[str, ...]:
+    """One matrix row as the cells of MATRIX_HEADER."""
+    return (
+        row["label"],
+        _summary(row["sampler_its"]),
+        _num(row["speedup"]),
+        _num(row["vram"].get("reserved_peak_mb"), 0),
+        _diff_text(row["vs_baseline"]),
+        _diff_text(row["run_to_run"]),
+    )
+
+
 def matrix_to_text(matrix: dict) -> str:
-    header = ("configuration", "sampler it/s (min–max)", "speedup", "VRAM R MB", "vs baseline", "run to run")
-    rows = [
-        (
-            row["label"],
-            _summary(row["sampler_its"]),
-            _num(row["speedup"]),
-            _num(row["vram"].get("reserved_peak_mb"), 0),
-            _diff_text(row["vs_baseline"]),
-            _diff_text(row["run_to_run"]),
-        )
-        for row in matrix["rows"]
-    ]
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    lines = [
-        "  ".join(cell.ljust(width) for cell, width in zip(r, widths, strict=True)).rstrip() for r in [header, *rows]
-    ]
+    table = [MATRIX_HEADER, *(matrix_cells(row) for row in matrix["rows"])]
+    widths = [max(len(line[i]) for line in table) for i in range(len(MATRIX_HEADER))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip() for line in table]
     return "\n".join(lines + [f"Note: {note}" for note in matrix.get("notes", [])])
 
 
@@ -128,24 +130,9 @@ def _diff_text(diff: dict | None) -> str:
 
 
 def matrix_to_html(matrix: dict) -> str:
-    head = "".join(
-        f"<th>{h}</th>"
-        for h in ("configuration", "sampler it/s (min–max)", "speedup", "VRAM R peak MB", "vs baseline", "run to run")
-    )
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in MATRIX_HEADER)
     body = "".join(
-        "<tr>"
-        + "".join(
-            f"<td>{html.escape(cell)}</td>"
-            for cell in (
-                row["label"],
-                _summary(row["sampler_its"]),
-                _num(row["speedup"]),
-                _num(row["vram"].get("reserved_peak_mb"), 0),
-                _diff_text(row["vs_baseline"]),
-                _diff_text(row["run_to_run"]),
-            )
-        )
-        + "</tr>"
+        "<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in matrix_cells(row)) + "</tr>"
         for row in matrix["rows"]
     )
     notes = "".join(f"<p>{html.escape(note)}</p>" for note in matrix.get("notes", []))
