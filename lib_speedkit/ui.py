@@ -49,6 +49,10 @@ class SwitchControls:
 assert tuple(f.name for f in fields(SwitchControls)) == ARG_NAMES, "SwitchControls must follow SCRIPT_ARGS"
 
 
+def _slider(elem_id: str, label: str, minimum: float, maximum: float, step: float, value: float):
+    return gr.Slider(label=label, minimum=minimum, maximum=maximum, step=step, value=value, elem_id=elem_id)
+
+
 def default(name: str):
     return DEFAULT_ARGS[ARG_NAMES.index(name)]
 
@@ -103,21 +107,16 @@ def build_controls(
                 label=CUTOFF_VALUE_LABELS["off"], value=default("cutoff_value"), elem_id=elem_id("cutoff_value")
             )
         with gr.Row(elem_classes=["speedkit_row"]):
-            tome_ratio = gr.Slider(
-                label="ToMe ratio (0 = off)",
-                minimum=0.0,
-                maximum=TOME_MAX_RATIO,
-                step=0.05,
-                value=default("tome_ratio"),
-                elem_id=elem_id("tome_ratio"),
+            tome_ratio = _slider(
+                elem_id("tome_ratio"), "ToMe ratio (0 = off)", 0.0, TOME_MAX_RATIO, 0.05, default("tome_ratio")
             )
-            tome_hr_ratio = gr.Slider(
-                label="ToMe ratio, hires pass (0 = same)",
-                minimum=0.0,
-                maximum=TOME_MAX_RATIO,
-                step=0.05,
-                value=default("tome_hr_ratio"),
-                elem_id=elem_id("tome_hr_ratio"),
+            tome_hr_ratio = _slider(
+                elem_id("tome_hr_ratio"),
+                "ToMe ratio, hires pass (0 = same)",
+                0.0,
+                TOME_MAX_RATIO,
+                0.05,
+                default("tome_hr_ratio"),
             )
         with gr.Row(elem_classes=["speedkit_row"]):
             tome_max_downsample = gr.Dropdown(
@@ -126,22 +125,8 @@ def build_controls(
                 value=str(default("tome_max_downsample")),
                 elem_id=elem_id("tome_max_downsample"),
             )
-            tome_sx = gr.Slider(
-                label="ToMe stride x",
-                minimum=1,
-                maximum=TOME_MAX_STRIDE,
-                step=1,
-                value=default("tome_sx"),
-                elem_id=elem_id("tome_sx"),
-            )
-            tome_sy = gr.Slider(
-                label="ToMe stride y",
-                minimum=1,
-                maximum=TOME_MAX_STRIDE,
-                step=1,
-                value=default("tome_sy"),
-                elem_id=elem_id("tome_sy"),
-            )
+            tome_sx = _slider(elem_id("tome_sx"), "ToMe stride x", 1, TOME_MAX_STRIDE, 1, default("tome_sx"))
+            tome_sy = _slider(elem_id("tome_sy"), "ToMe stride y", 1, TOME_MAX_STRIDE, 1, default("tome_sy"))
             tome_random = gr.Checkbox(label="ToMe random", value=default("tome_random"), elem_id=elem_id("tome_random"))
             tome_seed = gr.Number(
                 label="ToMe seed (-1 = image seed)",
@@ -209,12 +194,6 @@ class BenchTabHost:
     export: Callable[[str], Callable[[], str]]  # "csv" | "json" -> () -> file path
 
 
-def _slider(label: str, name: str, maximum: int, value: int, minimum: int = 1):
-    return gr.Slider(
-        label=label, minimum=minimum, maximum=maximum, step=1, value=value, elem_id=f"speedkit_bench_{name}"
-    )
-
-
 def _size_number(label: str, name: str):
     return gr.Number(label=f"{label} (0 = preset)", value=0, precision=0, elem_id=f"speedkit_bench_{name}")
 
@@ -229,11 +208,11 @@ def build_bench_tab(host: BenchTabHost) -> gr.Blocks:
                     label="Preset", choices=host.presets, value=host.presets[0], elem_id="speedkit_bench_preset"
                 )
                 with gr.Row():
-                    batch_size = _slider("Batch size", "batch_size", 8, 1)
-                    batch_count = _slider("Batch count", "batch_count", 10, 1)
+                    batch_size = _slider("speedkit_bench_batch_size", "Batch size", 1, 8, 1, 1)
+                    batch_count = _slider("speedkit_bench_batch_count", "Batch count", 1, 10, 1, 1)
                 with gr.Row():
-                    runs = _slider("Timed runs", "runs", 10, 3)
-                    warmup = _slider("Warm-up runs", "warmup", 3, 1, minimum=0)
+                    runs = _slider("speedkit_bench_runs", "Timed runs", 1, 10, 1, 3)
+                    warmup = _slider("speedkit_bench_warmup", "Warm-up runs", 0, 3, 1, 1)
                 with gr.Row():
                     steps, width, height = (
                         _size_number(*n) for n in (("Steps", "steps"), ("Width", "width"), ("Height", "height"))

@@ -236,6 +236,7 @@ class Generation:
         self.record = GenerationRecord(requested=format_infotext(plan))
         self.undos: list[Undo] = []
         self.tome_undo: Undo | None = None
+        self.tome: TokenMergingConfig | None = None  # the ToMe settings applied to this image
         self.policy: CutoffPolicy | None = None
         self.similarities: list[float] = []
         self.unet_rows = 0
@@ -270,10 +271,10 @@ class Generation:
         self.undos.append(self._count_unet_rows(unet))
         self.undos.append(apply_channels_last(unet, self.plan.channels_last.enabled))
         self.undos.append(switch_attention(self.plan.attention.backend))
-        tome = self._tome_for_this_image(self.plan.tome)
-        self.tome_undo = apply_tome(unet, tome)
+        self.tome = self._tome_for_this_image(self.plan.tome)
+        self.tome_undo = apply_tome(unet, self.tome)
         cutoff = self._apply_cutoff(self.plan.cutoff)
-        return replace(self.plan, tome=tome, cutoff=cutoff)
+        return replace(self.plan, tome=self.tome, cutoff=cutoff)
 
     def _count_unet_rows(self, unet: torch.nn.Module) -> Undo:
         def count(_module, args):
@@ -314,8 +315,8 @@ class Generation:
 
     # -- before_hr: the hires pass may merge at another ratio
     def before_hires(self) -> None:
-        tome = self._tome_for_this_image(self.plan.tome)
-        if self.record.refused or not tome.enabled or not tome.hr_ratio:
+        tome = self.tome
+        if self.record.refused or tome is None or not tome.enabled or not tome.hr_ratio:
             return
         try:
             self.tome_undo = apply_tome(shared.sd_model.model.diffusion_model, tome.for_hires_pass())
