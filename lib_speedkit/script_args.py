@@ -19,7 +19,9 @@ from .plan import (
     KEEP,
     AttentionConfig,
     ChannelsLastConfig,
+    CudaGraphConfig,
     GuidanceCutoffConfig,
+    LeanStepConfig,
     SpeedPlan,
     TokenMergingConfig,
 )
@@ -49,6 +51,8 @@ SCRIPT_ARGS: tuple[ScriptArg, ...] = (
     ScriptArg("tome_random", False, bool, "random destination tokens"),
     ScriptArg("tome_seed", IMAGE_SEED, int, "seed for random merging, -1 = the image seed"),
     ScriptArg("channels_last", False, bool, "channels-last UNet"),
+    ScriptArg("cuda_graph", False, bool, "replay the UNet from CUDA graphs (fast path)"),
+    ScriptArg("lean_step", False, bool, "bypass the Lora built-in's layer wrappers while no network is loaded"),
 )
 ARG_NAMES = tuple(arg.name for arg in SCRIPT_ARGS)
 DEFAULT_ARGS = tuple(arg.default for arg in SCRIPT_ARGS)
@@ -65,6 +69,8 @@ _PLAN_FIELD_TO_ARG = {
     "tome.use_rand": "tome_random",
     "tome.seed": "tome_seed",
     "channels_last.enabled": "channels_last",
+    "cuda_graph.enabled": "cuda_graph",
+    "lean_step.enabled": "lean_step",
 }
 
 
@@ -159,6 +165,8 @@ def _build_plan(values: Mapping[str, object], image_seed: int | None) -> SpeedPl
             seed=seed,
         ),
         channels_last=ChannelsLastConfig(values["channels_last"]),
+        cuda_graph=CudaGraphConfig(values["cuda_graph"]),
+        lean_step=LeanStepConfig(values["lean_step"]),
     )
 
 
@@ -178,4 +186,6 @@ def args_from_plan(plan: SpeedPlan) -> list[object]:
         tome.use_rand,
         IMAGE_SEED if tome.seed is None else tome.seed,
         plan.channels_last.enabled,
+        plan.cuda_graph.enabled,
+        plan.lean_step.enabled,
     ]

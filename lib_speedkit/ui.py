@@ -41,6 +41,8 @@ class SwitchControls:
     tome_random: gr.components.Component
     tome_seed: gr.components.Component
     channels_last: gr.components.Component
+    cuda_graph: gr.components.Component
+    lean_step: gr.components.Component
 
     def inputs(self) -> list:
         return [getattr(self, f.name) for f in fields(self)]
@@ -89,6 +91,19 @@ def build_controls(
             )
             channels_last = gr.Checkbox(
                 label="Channels-last UNet", value=default("channels_last"), elem_id=elem_id("channels_last")
+            )
+        with gr.Row(elem_classes=["speedkit_row"]):
+            cuda_graph = gr.Checkbox(
+                label="CUDA graph (fast path)",
+                value=default("cuda_graph"),
+                elem_id=elem_id("cuda_graph"),
+                info="replays the UNet; lossless; keeps ~1 UNet call of VRAM; eager with LoRA",
+            )
+            lean_step = gr.Checkbox(
+                label="Lean step",
+                value=default("lean_step"),
+                elem_id=elem_id("lean_step"),
+                info="skip the Lora built-in's layer wrappers while no LoRA is loaded; lossless",
             )
         gr.HTML(
             value=unavailable_note_html(unavailable)
@@ -153,6 +168,8 @@ def build_controls(
         tome_random,
         tome_seed,
         channels_last,
+        cuda_graph,
+        lean_step,
     )
 
 

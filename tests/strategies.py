@@ -6,7 +6,9 @@ from lib_speedkit.plan import (
     ATTENTION_CHOICES,
     AttentionConfig,
     ChannelsLastConfig,
+    CudaGraphConfig,
     GuidanceCutoffConfig,
+    LeanStepConfig,
     SpeedPlan,
     TokenMergingConfig,
 )
@@ -30,4 +32,6 @@ valid_plans = st.builds(
         seed=st.none() | st.integers(0, 2**63 - 1),
     ),
     channels_last=st.builds(ChannelsLastConfig, st.booleans()),
+    cuda_graph=st.builds(CudaGraphConfig, st.booleans()),
+    lean_step=st.builds(LeanStepConfig, st.booleans()),
 )

@@ -23,7 +23,14 @@ def test_argument_order_is_the_documented_api_order():
         "tome_random",
         "tome_seed",
         "channels_last",
+        "cuda_graph",
+        "lean_step",
     )
+
+
+def test_older_clients_sending_twelve_args_get_the_new_switches_off():
+    plan = plan_from_args([True, "sdp", "off", 0.75, 0.0, 0.0, 1, 2, 2, False, -1, True])
+    assert plan.channels_last.enabled and not plan.cuda_graph.enabled and not plan.lean_step.enabled
 
 
 def test_disabled_means_no_plan_and_enabled_defaults_mean_the_noop_plan():
@@ -57,7 +64,7 @@ def test_bad_values_name_the_argument_and_its_position(args, label):
 
 
 def test_too_many_values_are_refused():
-    with pytest.raises(PlanError, match="at most 12 values"):
+    with pytest.raises(PlanError, match="at most 14 values"):
         plan_from_args([*DEFAULT_ARGS, 1])
 
 

@@ -80,6 +80,8 @@ def test_pasting_speedkit_infotext_restores_every_control():
         "Speedkit ToMe random": "True",
         "Speedkit ToMe seed": "77",
         "Speedkit channels-last": "True",
+        "Speedkit CUDA graph": "True",
+        "Speedkit lean step": "True",
     }
     values = {name: pasted_value(name, params) for name in ARG_NAMES}
     assert values == {
@@ -95,6 +97,8 @@ def test_pasting_speedkit_infotext_restores_every_control():
         "tome_random": True,
         "tome_seed": 77,
         "channels_last": True,
+        "cuda_graph": True,
+        "lean_step": True,
     }
 
 

@@ -1,0 +1,391 @@
+"""The CUDA-graph fast path: replay a module's forward (the UNet's) from captured CUDA graphs.
+
+Why: at 512² an eager SD1.5 UNet call issues about 1 350 operators; on a fast GPU the host needs
+longer to launch them than the GPU needs to run them, so the WebUI is host-bound (DESIGN.md §3).
+A CUDA graph records the kernels of one call once and replays them with one launch.
+
+How it works:
+  * :func:`apply_cuda_graph` puts a :class:`GraphedForward` on the module instance (``forward``
+    attribute); the undo removes it. Module hooks still run eagerly around every call.
+  * Each call is keyed by a :class:`CallSignature` (every tensor argument's shape, dtype, device
+    and strides, every other argument's value, the autocast state) plus the caller's *context
+    key*: whatever the graph cannot see (weights' addresses, forward functions, attention
+    backend, ToMe settings — :func:`module_fingerprint` covers the module tree).
+  * The first call of a key warms up on a side stream and captures; later calls copy the inputs
+    into the captured (static) buffers, replay, and return a clone of the output.
+  * Calls a graph cannot serve run eagerly and are counted by reason: gradients on, a tensor not
+    on a CUDA device, an argument that is neither a tensor nor a hashable value, a key whose
+    capture failed (the failure and its reason are remembered), a call during another capture.
+
+Cost: lossless — a replay runs the very kernels eager mode ran at capture time, so outputs are
+bit-identical to eager with the same backend (measured on the GPU by benchmarks/unet_step.py).
+Memory: the graphs of one cache share one memory pool, so they hold about the working memory of
+the largest captured call (at 512² batch 2 fp16 SD1.5 a few hundred MB), plus static input and
+output buffers per graph; `max_graphs` bounds the count; `release()` frees all. Time: a capture
+costs a few eager calls once per key.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+
+from .errors import SpeedkitError
+from .undo import Undo
+
+DEFAULT_MAX_GRAPHS = 8
+WARMUP_CALLS = 2
+
+
+# --------------------------------------------------------------------------- keys
+
+
+class NotGraphable(Exception):
+    """This call cannot be served by a graph; the message is the reason (it runs eagerly)."""
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    shape: tuple[int, ...]
+    stride: tuple[int, ...]
+    dtype: torch.dtype
+    device: torch.device
+
+    @classmethod
+    def of(cls, tensor: torch.Tensor) -> TensorSpec:
+        return cls(tuple(tensor.shape), tuple(tensor.stride()), tensor.dtype, tensor.device)
+
+    def empty(self) -> torch.Tensor:
+        return torch.empty_strided(self.shape, self.stride, dtype=self.dtype, device=self.device)
+
+
+@dataclass(frozen=True)
+class CallSignature:
+    """Everything about one call that decides whether a captured graph can replay it."""
+
+    args: tuple[Hashable, ...]
+    kwargs: tuple[tuple[str, Hashable], ...]
+    autocast: tuple[bool, torch.dtype | None]
+
+
+def _spec(value: object, where: str, device_type: str) -> Hashable:
+    if isinstance(value, torch.Tensor):
+        if value.device.type != device_type:
+            raise NotGraphable(f"{where} is on {value.device.type}, not on a {device_type.upper()} device")
+        return TensorSpec.of(value)
+    try:
+        hash(value)
+    except TypeError:
+        raise NotGraphable(f"{where} is a {type(value).__name__}, not a tensor or a plain value") from None
+    return ("value", value)
+
+
+def autocast_state() -> tuple[bool, torch.dtype | None]:
+    """(enabled, dtype) of CUDA autocast now."""
+    if not torch.is_autocast_enabled("cuda"):
+        return (False, None)
+    return (True, torch.get_autocast_dtype("cuda"))
+
+
+def call_signature(args: tuple, kwargs: dict, device_type: str = "cuda") -> CallSignature:
+    """The signature of a call, or NotGraphable naming the argument that prevents a graph."""
+    if torch.is_grad_enabled():
+        raise NotGraphable("gradients are enabled")
+    arg_specs = tuple(_spec(value, f"argument {index}", device_type) for index, value in enumerate(args))
+    kwarg_specs = tuple((name, _spec(kwargs[name], f"argument {name!r}", device_type)) for name in sorted(kwargs))
+    if not any(isinstance(spec, TensorSpec) for spec in (*arg_specs, *(s for _, s in kwarg_specs))):
+        raise NotGraphable("no tensor arguments")
+    return CallSignature(arg_specs, kwarg_specs, autocast_state())
+
+
+def module_fingerprint(module: torch.nn.Module) -> Hashable:
+    """What a graph of `module` silently depends on: every parameter's and buffer's storage
+    (address, shape, strides, dtype) and every submodule's class, forward function and hooks.
+
+    Computed once per sampling pass (a few ms for an SD1.5 UNet), not per call. Weights changed
+    in place (same storage) need no new graph: a replay reads the current values.
+    """
+    tensors = tuple(
+        (name, tensor.data_ptr(), tuple(tensor.shape), tuple(tensor.stride()), tensor.dtype)
+        for name, tensor in (*module.named_parameters(), *module.named_buffers())
+    )
+    modules = tuple(
+        (
+            name,
+            type(sub),
+            getattr(type(sub), "forward", None),
+            _instance_forward_identity(sub),
+            tuple(sub._forward_pre_hooks),
+            tuple(sub._forward_hooks),
+        )
+        for name, sub in module.named_modules()
+    )
+    return hash((tensors, modules))
+
+
+def _instance_forward_identity(module: torch.nn.Module) -> Hashable:
+    forward = module.__dict__.get("forward")
+    if forward is None:
+        return None
+    if isinstance(forward, GraphedForward):
+        return "speedkit-graph"
+    return id(forward)
+
+
+# --------------------------------------------------------------------------- capturing
+
+
+class CapturedCall(Protocol):
+    """A captured call: static inputs to copy into, replay(), the static output."""
+
+    static_args: tuple
+    static_kwargs: dict
+    output: Any
+
+    def replay(self) -> None: ...
+
+
+class Capturer(Protocol):
+    device_type: str  # the device whose tensors it can capture
+
+    def capture(self, forward: Callable, args: tuple, kwargs: dict) -> CapturedCall: ...
+
+    def capturing(self) -> bool: ...  # True while some graph capture runs on this thread's stream
+
+    def release(self) -> None: ...
+
+
+@dataclass
+class _CudaCapturedCall:
+    graph: Any
+    static_args: tuple
+    static_kwargs: dict
+    output: Any
+
+    def replay(self) -> None:
+        self.graph.replay()
+
+
+def _autocast_without_cache():
+    """The current autocast state with its weight-cast cache off (required while capturing)."""
+    enabled, dtype = autocast_state()
+    if not enabled:
+        return contextlib.nullcontext()
+    return torch.autocast("cuda", dtype=dtype, cache_enabled=False)
+
+
+class CudaCapturer:
+    """Captures with torch.cuda.CUDAGraph; all graphs share one memory pool."""
+
+    device_type = "cuda"
+
+    def __init__(self, warmup_calls: int = WARMUP_CALLS):
+        self.warmup_calls = warmup_calls
+        self.pool = None
+
+    def capture(self, forward: Callable, args: tuple, kwargs: dict) -> CapturedCall:
+        if self.pool is None:
+            self.pool = torch.cuda.graph_pool_handle()
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side), _autocast_without_cache():
+            for _ in range(self.warmup_calls):
+                forward(*args, **kwargs)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        # thread_local: the WebUI's memory monitor thread queries the device during captures.
+        with _autocast_without_cache(), torch.cuda.graph(graph, pool=self.pool, capture_error_mode="thread_local"):
+            output = forward(*args, **kwargs)
+        return _CudaCapturedCall(graph, args, kwargs, output)
+
+    def capturing(self) -> bool:
+        return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
+
+    def release(self) -> None:
+        self.pool = None
+
+
+# --------------------------------------------------------------------------- the cache
+
+
+def _copy_into(static: object, value: object) -> None:
+    if isinstance(static, torch.Tensor):
+        static.copy_(value)
+
+
+def _static_copy(value: object) -> object:
+    if isinstance(value, torch.Tensor):
+        return TensorSpec.of(value).empty().copy_(value)
+    return value
+
+
+def _clone_output(output: object) -> object:
+    if isinstance(output, torch.Tensor):
+        return output.clone()
+    if isinstance(output, tuple):
+        return tuple(_clone_output(item) for item in output)
+    raise NotGraphable(f"the forward returned a {type(output).__name__}, not a tensor")
+
+
+@dataclass
+class GraphStats:
+    """What the cache did (shown by the status endpoint and the bench)."""
+
+    replays: int = 0
+    captures: int = 0
+    eager_calls: Counter = field(default_factory=Counter)  # reason -> calls
+    capture_failures: dict[str, str] = field(default_factory=dict)  # key text -> reason
+    capture_seconds: float = 0.0
+
+    def as_json(self) -> dict:
+        return {
+            "replays": self.replays,
+            "captures": self.captures,
+            "eager_calls": dict(self.eager_calls),
+            "capture_failures": dict(self.capture_failures),
+            "capture_seconds": round(self.capture_seconds, 3),
+        }
+
+
+class GraphCache:
+    """Captured graphs by (context key, call signature); least recently used evicted beyond
+    `max_graphs`. Failed captures are remembered so they are not retried."""
+
+    def __init__(self, capturer: Capturer | None = None, max_graphs: int = DEFAULT_MAX_GRAPHS):
+        if max_graphs < 1:
+            raise SpeedkitError(f"max_graphs must be at least 1, got {max_graphs}")
+        self.capturer = capturer if capturer is not None else CudaCapturer()
+        self.max_graphs = max_graphs
+        self.graphs: OrderedDict[Hashable, CapturedCall] = OrderedDict()
+        self.failed: dict[Hashable, str] = {}
+        self.stats = GraphStats()
+
+    def __len__(self) -> int:
+        return len(self.graphs)
+
+    def call(self, forward: Callable, context_key: Hashable, args: tuple, kwargs: dict) -> object:
+        """Serve one call: replay, capture then replay, or run eagerly (counted by reason)."""
+        if self.capturer.capturing():
+            return self._eager(forward, args, kwargs, "called while another graph is being captured")
+        try:
+            key = (context_key, call_signature(args, kwargs, self.capturer.device_type))
+        except NotGraphable as reason:
+            return self._eager(forward, args, kwargs, str(reason))
+        if key in self.failed:
+            return self._eager(forward, args, kwargs, f"capture failed earlier: {self.failed[key]}")
+        captured = self.graphs.get(key)
+        if captured is None:
+            captured = self._capture(forward, key, args, kwargs)
+            if captured is None:
+                return self._eager(forward, args, kwargs, f"capture failed: {self.failed[key]}")
+        else:
+            self.graphs.move_to_end(key)
+        return self._replay(captured, args, kwargs)
+
+    def _eager(self, forward: Callable, args: tuple, kwargs: dict, reason: str) -> object:
+        self.stats.eager_calls[reason] += 1
+        return forward(*args, **kwargs)
+
+    def _replay(self, captured: CapturedCall, args: tuple, kwargs: dict) -> object:
+        for static, value in zip(captured.static_args, args, strict=True):
+            _copy_into(static, value)
+        for name, value in kwargs.items():
+            _copy_into(captured.static_kwargs[name], value)
+        captured.replay()
+        self.stats.replays += 1
+        return _clone_output(captured.output)
+
+    def _capture(self, forward: Callable, key: Hashable, args: tuple, kwargs: dict) -> CapturedCall | None:
+        started = time.perf_counter()
+        static_args = tuple(_static_copy(value) for value in args)
+        static_kwargs = {name: _static_copy(value) for name, value in kwargs.items()}
+        try:
+            captured = self.capturer.capture(forward, static_args, static_kwargs)
+            _clone_output(captured.output)  # refuse outputs a replay could not hand back
+        except (RuntimeError, NotGraphable) as error:  # incl. torch.OutOfMemoryError
+            self.failed[key] = _short_reason(error)
+            self.stats.capture_failures[_key_text(key)] = self.failed[key]
+            if isinstance(error, torch.OutOfMemoryError):
+                self.release()  # give the memory back to eager mode
+                self.failed[key] = "out of memory while capturing"
+            return None
+        finally:
+            self.stats.capture_seconds += time.perf_counter() - started
+        self.stats.captures += 1
+        self.graphs[key] = captured
+        while len(self.graphs) > self.max_graphs:
+            self.graphs.popitem(last=False)
+        return captured
+
+    def release(self) -> None:
+        """Drop every graph and its memory (model unload, switch off, out of memory)."""
+        self.graphs.clear()
+        self.capturer.release()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def forget_failures(self) -> None:
+        self.failed.clear()
+
+
+def _short_reason(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}"[:300]
+
+
+def _key_text(key: Hashable) -> str:
+    _context, signature = key
+    shapes = [spec.shape for spec in signature.args if isinstance(spec, TensorSpec)]
+    return f"shapes {shapes}, autocast {signature.autocast}"
+
+
+# --------------------------------------------------------------------------- the module wrapper
+
+
+class GraphedForward:
+    """The instance-level forward apply_cuda_graph installs: routes every call through the cache."""
+
+    def __init__(self, module: torch.nn.Module, cache: GraphCache, context_key: Callable[[], Hashable]):
+        self.eager_forward = type(module).forward.__get__(module)
+        self.cache = cache
+        self.context_key = context_key
+
+    def __call__(self, *args, **kwargs):
+        return self.cache.call(self.eager_forward, self.context_key(), args, kwargs)
+
+
+def apply_cuda_graph(
+    module: torch.nn.Module, cache: GraphCache, context_key: Hashable | Callable[[], Hashable] = None
+) -> Undo:
+    """Route `module`'s forward through `cache` until the undo runs.
+
+    `context_key`: a value (or a function returning it per call) naming the state the graph
+    cannot see; graphs captured under another key are never replayed. Refuses (SpeedkitError)
+    when something else already replaced the module's forward on the instance (e.g. ControlNet):
+    its forward would not be what the graph captures.
+    """
+    existing = module.__dict__.get("forward")
+    if isinstance(existing, GraphedForward):
+        del module.__dict__["forward"]  # applying twice: the newer one replaces it
+    elif existing is not None:
+        raise SpeedkitError(f"the {type(module).__name__}'s forward is already replaced by another extension")
+    key_function = context_key if callable(context_key) else (lambda: context_key)
+    graphed = GraphedForward(module, cache, key_function)
+    module.forward = graphed
+
+    def remove() -> None:
+        if module.__dict__.get("forward") is graphed:
+            del module.__dict__["forward"]
+
+    return Undo(remove, "cuda graph")
+
+
+def graphed_forward_of(module: torch.nn.Module) -> GraphedForward | None:
+    forward = module.__dict__.get("forward")
+    return forward if isinstance(forward, GraphedForward) else None
