@@ -108,6 +108,7 @@ def module_fingerprint(module: torch.nn.Module) -> Hashable:
     """What a graph of `module` silently depends on: every parameter's and buffer's storage
     (address, shape, strides, dtype) and every submodule's class, forward function and hooks.
 
+    The root's own hooks are left out: they run eagerly around every call, graph or not.
     Computed once per sampling pass (a few ms for an SD1.5 UNet), not per call. Weights changed
     in place (same storage) need no new graph: a replay reads the current values.
     """
@@ -121,8 +122,8 @@ def module_fingerprint(module: torch.nn.Module) -> Hashable:
             type(sub),
             getattr(type(sub), "forward", None),
             _instance_forward_identity(sub),
-            tuple(sub._forward_pre_hooks),
-            tuple(sub._forward_hooks),
+            tuple(sub._forward_pre_hooks) if sub is not module else (),
+            tuple(sub._forward_hooks) if sub is not module else (),
         )
         for name, sub in module.named_modules()
     )

@@ -99,3 +99,12 @@ def _patch(tomesd, unet: torch.nn.Module, config: TokenMergingConfig) -> None:
 def _remove(tomesd, unet: torch.nn.Module, recorded) -> None:
     tomesd.remove_patch(unet)
     _restore_attributes(recorded)
+
+
+def tome_settings_key(unet: torch.nn.Module) -> tuple:
+    """The merging settings tomesd reads while the UNet runs (empty without ToMe), as a hashable
+    key: a CUDA graph captures the merge for one setting, so graphs are keyed by it."""
+    if not has_tome_patch(unet):
+        return ()
+    args = getattr(unet, "_tome_info", {}).get("args", {})
+    return tuple(sorted((name, repr(value)) for name, value in args.items() if name != "generator"))

@@ -42,5 +42,8 @@ class SpeedkitScript(scripts.Script):
     def before_hr(self, p, *args):
         switches.before_hires(p)
 
+    def process_before_every_sampling(self, p, *args, **kwargs):
+        switches.before_sampling(p)
+
     def postprocess(self, p, processed, *args):
         switches.finish_generation(p)

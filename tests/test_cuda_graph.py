@@ -218,9 +218,11 @@ def test_the_fingerprint_sees_what_a_graph_cannot(unet):
     with apply_tome(unet, TokenMergingConfig(ratio=0.5)):
         assert module_fingerprint(unet) != base
     assert module_fingerprint(unet) == base
-    handle = next(unet.modules()).register_forward_hook(lambda *a: None)
+    handle = unet.output_blocks[0].register_forward_hook(lambda *a: None)  # inside the graph
     assert module_fingerprint(unet) != base
     handle.remove()
+    with unet.register_forward_pre_hook(lambda *a: None):  # the root's hooks run eagerly
+        assert module_fingerprint(unet) == base
     assert module_fingerprint(unet) == base
     with apply_channels_last(unet, True):  # new weight storage: the old graphs would read stale memory
         assert module_fingerprint(unet) != base
@@ -229,3 +231,13 @@ def test_the_fingerprint_sees_what_a_graph_cannot(unet):
 def test_a_cache_needs_room_for_one_graph():
     with pytest.raises(SpeedkitError, match="max_graphs"):
         GraphCache(StandInCapturer(), max_graphs=0)
+
+
+def test_tome_settings_are_a_key_of_their_own_since_the_ratio_does_not_change_the_module_tree(unet):
+    from lib_speedkit.tome import tome_settings_key
+
+    assert tome_settings_key(unet) == ()
+    with apply_tome(unet, TokenMergingConfig(ratio=0.5)):
+        half = tome_settings_key(unet)
+    with apply_tome(unet, TokenMergingConfig(ratio=0.3)):
+        assert tome_settings_key(unet) not in ((), half)

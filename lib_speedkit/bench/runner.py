@@ -190,6 +190,9 @@ def run_matrix(
         interrupted = True
     telemetry = sampler.report([w for rs in per_entry.values() for r in rs for w in r.measurement.sampling_windows])
     rows = _matrix_rows(entries, per_entry)
+    for row in rows:  # the GPU's utilisation while this entry sampled
+        windows = [w for r in per_entry[row["label"]] for w in r.measurement.sampling_windows]
+        row["gpu_util"] = sampler.report(windows).metrics.get("gpu_util") if windows else None
     return {
         "schema": SCHEMA_VERSION,
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -221,9 +224,19 @@ def _matrix_rows(entries: Sequence[MatrixEntry], per_entry: dict[str, list[RunRe
                 "vram": _vram_peaks(records),
                 "vs_baseline": _diff(baseline_image, images[0] if images else None),
                 "run_to_run": _diff(images[0], images[1]) if len(images) >= 2 else None,
+                "notes": _speedkit_note(records),
             }
         )
     return rows
+
+
+def _speedkit_note(records: Sequence[RunRecord]) -> str:
+    """The "Speedkit note" of the entry's last image (e.g. why a switch did not apply)."""
+    for record in reversed(records):
+        for part in record.measurement.info.get("infotext", "").split(", "):
+            if part.startswith("Speedkit note: "):
+                return part.removeprefix("Speedkit note: ").strip('"')
+    return ""
 
 
 def _median(values: Sequence[float]) -> float | None:

@@ -13,6 +13,7 @@ import os
 import tempfile
 import time
 from contextlib import closing
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -26,7 +27,15 @@ from ..bench.presets import PRESETS, BenchPreset, get_preset
 from ..bench.runner import MatrixEntry, RunMeasurement, run_benchmark, run_matrix
 from ..bench.telemetry import SystemMemoryPeak, TelemetrySampler, open_gpu_provider, process_cpu_meter
 from ..errors import PlanError, SpeedkitError
-from ..plan import AttentionConfig, ChannelsLastConfig, GuidanceCutoffConfig, SpeedPlan, TokenMergingConfig
+from ..plan import (
+    AttentionConfig,
+    ChannelsLastConfig,
+    CudaGraphConfig,
+    GuidanceCutoffConfig,
+    LeanStepConfig,
+    SpeedPlan,
+    TokenMergingConfig,
+)
 from ..script_args import plan_from_args
 from . import switches
 
@@ -37,6 +46,17 @@ MATRIX_SWITCHES = (
     ("cutoff fraction 0.75", SpeedPlan(cutoff=GuidanceCutoffConfig("fraction", 0.75))),
     ("ToMe 0.5", SpeedPlan(tome=TokenMergingConfig(ratio=0.5))),
     ("channels-last", SpeedPlan(channels_last=ChannelsLastConfig(True))),
+    ("CUDA graph", SpeedPlan(cuda_graph=CudaGraphConfig(True))),
+    ("lean step", SpeedPlan(lean_step=LeanStepConfig(True))),
+    (
+        "fast path (sdp, CUDA graph, channels-last, lean step)",
+        SpeedPlan(
+            AttentionConfig("sdp"),
+            channels_last=ChannelsLastConfig(True),
+            cuda_graph=CudaGraphConfig(True),
+            lean_step=LeanStepConfig(True),
+        ),
+    ),
     (
         "all together",
         SpeedPlan(
@@ -231,9 +251,13 @@ def run_single(preset: BenchPreset, plan: SpeedPlan | None, label: str = "") -> 
     return result
 
 
-def matrix_entries(user_plan: SpeedPlan | None) -> tuple[list[MatrixEntry], list[str]]:
+def matrix_entries(
+    user_plan: SpeedPlan | None, custom: list[tuple[str, SpeedPlan]] | None = None
+) -> tuple[list[MatrixEntry], list[str]]:
+    """The baseline, then each switch alone (or the `custom` entries), then the user's settings."""
     entries, notes = [MatrixEntry("baseline (Speedkit off)", None)], []
-    for label, plan in MATRIX_SWITCHES + ((("your settings", user_plan),) if user_plan else ()):
+    switches_to_compare = list(custom) if custom else list(MATRIX_SWITCHES)
+    for label, plan in switches_to_compare + ([("your settings", user_plan)] if user_plan else []):
         try:
             switches.check_plan_can_run(plan)
         except SpeedkitError as error:
@@ -243,10 +267,12 @@ def matrix_entries(user_plan: SpeedPlan | None) -> tuple[list[MatrixEntry], list
     return entries, notes
 
 
-def run_compare(preset: BenchPreset, user_plan: SpeedPlan | None) -> dict:
-    """Every switch alone, all together and the user's settings against the baseline."""
+def run_compare(
+    preset: BenchPreset, user_plan: SpeedPlan | None, custom: list[tuple[str, SpeedPlan]] | None = None
+) -> dict:
+    """Every switch alone (or the custom entries) and the user's settings against the baseline."""
     _require_model()
-    entries, notes = matrix_entries(user_plan)
+    entries, notes = matrix_entries(user_plan, custom)
     progress = _progress(len(entries) * (preset.warmup + preset.runs) * preset.batch_count)
     matrix = run_matrix(generate, preset, entries, _sampler(preset), progress)
     matrix["notes"] = notes + matrix["notes"]
@@ -258,13 +284,49 @@ def run_compare(preset: BenchPreset, user_plan: SpeedPlan | None) -> dict:
 # --------------------------------------------------------------------------- REST
 
 
-def bench_request(body: dict) -> tuple[BenchPreset, SpeedPlan | None, bool, str]:
+BODY_FIELDS = ("preset", "overrides", "speedkit", "matrix", "entries", "label")
+
+
+@dataclass(frozen=True)
+class BenchRequest:
+    preset: BenchPreset
+    plan: SpeedPlan | None
+    matrix: bool
+    label: str
+    entries: list[tuple[str, SpeedPlan]] | None = None  # custom matrix rows (matrix only)
+
+
+def matrix_entries_from_body(value: object) -> list[tuple[str, SpeedPlan]] | None:
+    """`entries`: [{"label": "...", "speedkit": [args]}, ...] -> (label, plan) pairs."""
+    if value is None:
+        return None
+    if not isinstance(value, list) or not value:
+        raise PlanError("entries", value, 'a non-empty list of {"label": ..., "speedkit": [args]}')
+    parsed, labels = [], set()
+    for index, item in enumerate(value):
+        where = f"entries[{index}]"
+        if not isinstance(item, dict) or set(item) != {"label", "speedkit"}:
+            raise PlanError(where, item, 'an object with "label" and "speedkit"')
+        label, args = item["label"], item["speedkit"]
+        if not isinstance(label, str) or not label or label in labels:
+            raise PlanError(f"{where}.label", label, "a unique, non-empty string")
+        if not isinstance(args, list) or not args or args[0] is not True:
+            raise PlanError(f"{where}.speedkit", args, "the accordion's args with enabled = true")
+        try:
+            parsed.append((label, plan_from_args(args)))
+        except PlanError as error:
+            raise PlanError(f"{where}.speedkit {error.field}", error.value, error.allowed) from None
+        labels.add(label)
+    return parsed
+
+
+def bench_request(body: dict) -> BenchRequest:
     """Validate a POST /speedkit/v1/bench body; PlanError names the bad field."""
     if not isinstance(body, dict):
         raise PlanError("body", body, "a JSON object")
-    unknown = set(body) - {"preset", "overrides", "speedkit", "matrix", "label"}
+    unknown = set(body) - set(BODY_FIELDS)
     if unknown:
-        raise PlanError(sorted(unknown)[0], body[sorted(unknown)[0]], "preset, overrides, speedkit, matrix, label")
+        raise PlanError(sorted(unknown)[0], body[sorted(unknown)[0]], ", ".join(BODY_FIELDS))
     overrides = body.get("overrides") or {}
     if not isinstance(overrides, dict):
         raise PlanError("overrides", overrides, "an object of preset fields")
@@ -279,22 +341,27 @@ def bench_request(body: dict) -> tuple[BenchPreset, SpeedPlan | None, bool, str]
     label = body.get("label", "")
     if not isinstance(label, str):
         raise PlanError("label", label, "a string")
-    return preset, plan, matrix, label
+    entries = matrix_entries_from_body(body.get("entries"))
+    if entries is not None and not matrix:
+        raise PlanError("entries", body["entries"], 'only with "matrix": true')
+    return BenchRequest(preset, plan, matrix, label, entries)
 
 
 def bench_endpoint(body: dict):
     from fastapi import HTTPException
 
     try:
-        preset, plan, matrix, label = bench_request(body)
-        if plan is not None:
-            switches.check_plan_can_run(plan)
+        request = bench_request(body)
+        if request.plan is not None:
+            switches.check_plan_can_run(request.plan)
     except SpeedkitError as error:
         raise HTTPException(status_code=422, detail=f"speedkit bench: {error}") from None
     with call_queue.queue_lock:
         shared.state.begin(job="speedkit-bench")
         try:
-            return run_compare(preset, plan) if matrix else run_single(preset, plan, label)
+            if request.matrix:
+                return run_compare(request.preset, request.plan, request.entries)
+            return run_single(request.preset, request.plan, request.label)
         except BenchRefused as error:
             raise HTTPException(status_code=409, detail=f"speedkit bench: {error}") from None
         finally:

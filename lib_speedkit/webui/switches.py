@@ -11,11 +11,17 @@ on every path:
   ToMe           the library's tomesd patch on the UNet; the host's own ToMe options are forced
                  to 0 for the generation (override_settings), so the two never stack.
   channels-last  the library's apply_channels_last on `sd_model.model.diffusion_model`.
+  CUDA graph     the library's graph cache on the UNet's forward, (re)applied before every
+                 sampling pass with a key of what the graph cannot see; eager, with a note,
+                 where a graph could be wrong (networks loaded, random ToMe, no CUDA, ...).
+  lean step      the Lora built-in's per-layer forward wrappers swapped for the originals it
+                 keeps (`modules.patches.original`) while no network is loaded.
 
 Lifecycle of one generation (hooks in scripts/speedkit.py):
   before_process -> prepare()   build and check the plan, set host overrides
   process        -> activate()  apply the switches, write infotext
   before_hr      -> before_hires()  ToMe ratio of the hires pass
+  process_before_every_sampling -> before_sampling()  CUDA graph and lean step for this pass
   (finally)      -> finish()    restore; called from a wrapper around
                                 `processing.process_images_inner`, so it runs after success,
                                 exceptions (OOM) and interrupts; also from postprocess and on
@@ -26,6 +32,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import sys
 import time
 from dataclasses import dataclass, field, replace
 
@@ -33,12 +40,15 @@ import torch
 from modules import devices, patches, processing, script_callbacks, sd_hijack, sd_samplers_cfg_denoiser, shared
 
 from .. import attention as attention_lib
+from ..cuda_graph import GraphCache, apply_cuda_graph, graphed_forward_of, module_fingerprint
 from ..errors import BackendUnavailable, SpeedkitError
 from ..guidance import CutoffPolicy, noise_prediction_similarity
 from ..memory_format import apply_channels_last, is_channels_last
 from ..plan import (
     ATTENTION_CHOICES,
     KEEP,
+    KEY_CUDA_GRAPH,
+    KEY_LEAN_STEP,
     GuidanceCutoffConfig,
     SpeedPlan,
     TokenMergingConfig,
@@ -46,7 +56,7 @@ from ..plan import (
     format_infotext,
 )
 from ..script_args import plan_from_args
-from ..tome import apply_tome, has_tome_patch
+from ..tome import apply_tome, has_tome_patch, tome_settings_key
 from ..undo import Undo, run_in_reverse
 
 PATCH_KEY = "sd-webui-speedkit"
@@ -206,6 +216,7 @@ class GenerationRecord:
     refused: str | None = None
     unet_calls_with_uncond: int = 0
     unet_calls_without_uncond: int = 0
+    cuda_graph: dict | None = None  # replays, captures and eager calls by reason, this generation
     started: float = field(default_factory=time.time)
     finished: float | None = None
 
@@ -217,6 +228,7 @@ class GenerationRecord:
             "notes": self.notes,
             "refused": self.refused,
             "unet_calls": self._unet_calls(),
+            "cuda_graph": self.cuda_graph,
             "started": self.started,
             "finished": self.finished,
         }
@@ -243,6 +255,11 @@ class Generation:
         self.rows_before_call = 0
         self.current_x: torch.Tensor | None = None
         self.current_sigma: torch.Tensor | None = None
+        self.graph_undo: Undo | None = None
+        self.graph_stats_before: dict | None = None
+        self.lean_undo: Undo | None = None
+        self.activated = False
+        self.used_keys: set[str] = set()
 
     # -- before_process: p fields and overrides, applied and restored by the host
     def prepare(self) -> None:
@@ -261,6 +278,9 @@ class Generation:
             self.refuse(str(error))
             return
         self.record.applied = format_infotext(applied)
+        for key in PASS_LEVEL_KEYS:  # written when a sampling pass uses them (before_sampling)
+            self.record.applied.pop(key, None)
+        self.activated = True
         self.p.extra_generation_params.update(self.record.applied)
         if self.record.notes:
             self.p.extra_generation_params[NOTE_KEY] = "; ".join(self.record.notes)
@@ -323,6 +343,56 @@ class Generation:
         except SpeedkitError as error:
             self.note(f"hires ToMe not applied: {error}")
 
+    # -- process_before_every_sampling: the fast path and the lean step for this sampling pass
+    def before_sampling(self) -> None:
+        """Decide, for the pass about to run (first pass or hires), whether the UNet may be
+        replayed from CUDA graphs and the Lora wrappers bypassed; networks are loaded by now."""
+        if self.record.refused:
+            return
+        if self.plan.lean_step.enabled:
+            self._update_lean_step()
+        if self.plan.cuda_graph.enabled:
+            self._update_cuda_graph()
+
+    def _update_lean_step(self) -> None:
+        networks = lora_builtin()
+        blocker = lean_step_blocker(networks)
+        if blocker is None:
+            if self.lean_undo is None:
+                self.lean_undo = bypass_lora_wrappers(networks)
+            self._mark_used(KEY_LEAN_STEP)
+        else:
+            self._drop("lean_undo")
+            self.note_once(f"lean step off for this pass: {blocker}")
+
+    def _update_cuda_graph(self) -> None:
+        unet = shared.sd_model.model.diffusion_model
+        self._drop("graph_undo")
+        blocker = cuda_graph_blocker(self)
+        if blocker is None:
+            if self.graph_stats_before is None:
+                self.graph_stats_before = GRAPHS.stats.as_json()
+            try:
+                self.graph_undo = apply_cuda_graph(unet, GRAPHS, graph_context_key(unet))
+            except SpeedkitError as error:
+                blocker = str(error)
+        if blocker is None:
+            self._mark_used(KEY_CUDA_GRAPH)
+        else:
+            self.note_once(f"CUDA graph not used for this pass: {blocker}")
+
+    def _mark_used(self, key: str) -> None:
+        """Infotext claims a pass-level switch only once a pass really used it."""
+        self.used_keys.add(key)
+        self.record.applied[key] = "True"
+        self.p.extra_generation_params[key] = "True"
+
+    def _drop(self, name: str) -> None:
+        undo = getattr(self, name)
+        setattr(self, name, None)
+        if undo is not None:
+            undo()
+
     # -- inside sampling: the CFG denoiser wrapper
     def denoise(self, original, denoiser, x, sigma, uncond, cond, cond_scale, s_min_uncond, image_cond):
         self.rows_before_call = self.unet_rows
@@ -341,16 +411,18 @@ class Generation:
         return result
 
     def _denoise_without_uncond(self, original, denoiser, x, sigma, uncond, cond, cond_scale, image_cond):
-        """Let the host skip the uncond pass (its NGMS path), without leaving NGMS infotext behind."""
+        """Let the host skip the uncond pass, decided on the CPU: the host's "skip early CFG" test
+        (`step / total <= option`) with the option at 1 for this call. Its NGMS test would compare
+        a GPU sigma and wait for the GPU on every step. Leaves no host infotext behind."""
         params = self.p.extra_generation_params
-        saved = {key: params[key] for key in ("NGMS", "NGMS all steps") if key in params}
-        restore_option = set_option_temporarily("s_min_uncond_all", True)
+        saved = {key: params[key] for key in HOST_SKIP_KEYS if key in params}
+        restore_option = set_option_temporarily("skip_early_cond", 1.0)
         try:
-            return original(denoiser, x, sigma, uncond, cond, cond_scale, math.inf, image_cond)
+            return original(denoiser, x, sigma, uncond, cond, cond_scale, 0.0, image_cond)
         finally:
             restore_option()
-            params.pop("NGMS", None)
-            params.pop("NGMS all steps", None)
+            for key in HOST_SKIP_KEYS:
+                params.pop(key, None)
             params.update(saved)
 
     def record_similarity(self, x_out: torch.Tensor) -> None:
@@ -379,10 +451,17 @@ class Generation:
     def note(self, text: str) -> None:
         self.record.notes.append(text)
         print(f"[speedkit] {text}")
+        if self.activated:  # after activate: keep the infotext's note current
+            self.p.extra_generation_params[NOTE_KEY] = "; ".join(self.record.notes)
+
+    def note_once(self, text: str) -> None:
+        if text not in self.record.notes:
+            self.note(text)
 
     def _undo_all(self) -> None:
-        undos = [*self.undos, self.tome_undo] if self.tome_undo else list(self.undos)
-        self.undos, self.tome_undo, self.policy = [], None, None
+        late = [undo for undo in (self.tome_undo, self.lean_undo, self.graph_undo) if undo is not None]
+        undos = [*self.undos, *late]
+        self.undos, self.tome_undo, self.lean_undo, self.graph_undo, self.policy = [], None, None, None, None
         run_in_reverse(undos)
 
     def finish(self) -> None:
@@ -391,6 +470,132 @@ class Generation:
         finally:
             self.record.finished = time.time()
             self.current_x = self.current_sigma = None
+            if self.graph_stats_before is not None:
+                self.record.cuda_graph = graph_stats_since(self.graph_stats_before)
+
+
+# --------------------------------------------------------------------------- fast path and lean step
+
+GRAPHS = GraphCache()
+"""The process's CUDA graphs of the UNet (released on model load, unload and when a generation
+runs without the switch)."""
+
+HOST_SKIP_KEYS = ("NGMS", "NGMS all steps", "Skip Early CFG")
+PASS_LEVEL_KEYS = (KEY_CUDA_GRAPH, KEY_LEAN_STEP)
+LORA_WRAPPED_FORWARDS = (
+    (torch.nn.Linear, "network_Linear_forward"),
+    (torch.nn.Conv2d, "network_Conv2d_forward"),
+    (torch.nn.GroupNorm, "network_GroupNorm_forward"),
+    (torch.nn.LayerNorm, "network_LayerNorm_forward"),
+    (torch.nn.MultiheadAttention, "network_MultiheadAttention_forward"),
+)
+LORA_PATCH_KEY = "lora_patches"  # the key the Lora built-in patches torch.nn classes under
+
+
+def lora_builtin():
+    """The Lora built-in's `networks` module, or None when it is not loaded (disabled)."""
+    module = sys.modules.get("networks")
+    if module is None or not hasattr(module, "loaded_networks") or not hasattr(module, "network_Linear_forward"):
+        return None
+    return module
+
+
+def lora_weights_still_applied() -> bool:
+    """True while some layer still carries a network's weights (the wrappers restore them on the
+    next call, so they must run once)."""
+    return any(getattr(module, "network_current_names", ()) for module in shared.sd_model.modules())
+
+
+def loaded_network_count() -> int:
+    networks = lora_builtin()
+    return len(networks.loaded_networks) if networks is not None else 0
+
+
+def lean_step_blocker(networks) -> str | None:
+    """Why the Lora wrappers must stay for this pass (None: they may be bypassed)."""
+    if networks is None:
+        return "the Lora built-in is not loaded, there is nothing to bypass"
+    if networks.loaded_networks:
+        return f"{len(networks.loaded_networks)} LoRA/network(s) loaded"
+    if lora_weights_still_applied():
+        return "a previous LoRA's weights are restored on this pass"
+    return None
+
+
+def bypass_lora_wrappers(networks) -> Undo:
+    """Put the originals the Lora built-in keeps back on the torch.nn classes it wraps; the undo
+    puts its wrappers back. Classes someone else re-patched on top are left alone."""
+    swapped = []
+    for cls, wrapper_name in LORA_WRAPPED_FORWARDS:
+        wrapper = getattr(networks, wrapper_name, None)
+        original = patches.original(LORA_PATCH_KEY, cls, "forward")
+        if wrapper is not None and original is not None and cls.forward is wrapper:
+            cls.forward = original
+            swapped.append((cls, wrapper, original))
+
+    def restore() -> None:
+        for cls, wrapper, original in swapped:
+            if cls.forward is original:
+                cls.forward = wrapper
+
+    return Undo(restore, "lean step")
+
+
+def lean_step_active() -> bool:
+    networks = lora_builtin()
+    return networks is not None and torch.nn.Linear.forward is not networks.network_Linear_forward
+
+
+def cuda_graph_blocker(generation: Generation) -> str | None:
+    """Why this sampling pass cannot be replayed from CUDA graphs (None: it can)."""
+    if shared.device.type != "cuda":
+        return f"the WebUI runs on {shared.device.type}, CUDA graphs need a CUDA device"
+    if loaded_network_count():
+        return f"{loaded_network_count()} LoRA/network(s) loaded (their layer code runs on every call)"
+    if shared.loaded_hypernetworks:
+        return "hypernetworks loaded"
+    if lora_weights_still_applied():
+        return "a previous LoRA's weights are restored on this pass"
+    if generation.tome is not None and generation.tome.use_rand:
+        return "random ToMe draws new destinations on every call"
+    from modules import sd_unet
+
+    if sd_unet.current_unet is not None:
+        return f"another UNet implementation is active ({sd_unet.current_unet_option.label})"
+    return None
+
+
+def graph_context_key(unet: torch.nn.Module) -> tuple:
+    """What the graphs of this pass depend on beyond their call arguments."""
+    return (
+        id(unet),
+        module_fingerprint(unet),
+        tome_settings_key(unet),
+        current_backend_title(),
+        bool(shared.opts.upcast_attn),
+    )
+
+
+def graph_stats_since(before: dict) -> dict:
+    now = GRAPHS.stats.as_json()
+    eager = {
+        reason: count - before["eager_calls"].get(reason, 0)
+        for reason, count in now["eager_calls"].items()
+        if count - before["eager_calls"].get(reason, 0)
+    }
+    return {
+        "replays": now["replays"] - before["replays"],
+        "captures": now["captures"] - before["captures"],
+        "eager_calls": eager,
+        "capture_seconds": round(now["capture_seconds"] - before["capture_seconds"], 3),
+        "cached_graphs": len(GRAPHS),
+    }
+
+
+def release_graphs(*_args) -> None:
+    if len(GRAPHS) or GRAPHS.failed:
+        GRAPHS.release()
+        GRAPHS.forget_failures()
 
 
 def snapshot_options(keys) -> callable:
@@ -455,6 +660,8 @@ def prepare_generation(p, args, overrides=None) -> None:
 
 def prepare_generation_with_plan(p, plan: SpeedPlan | None) -> None:
     """Like prepare_generation, for a plan built elsewhere (the benchmark); None: Speedkit off."""
+    if plan is None or not plan.cuda_graph.enabled:
+        release_graphs()  # the switch is off: give the graphs' memory back
     if plan is None:
         if STATE.active is not None:
             finish_generation(STATE.active.p)
@@ -490,6 +697,12 @@ def before_hires(p) -> None:
     generation = _active_for(p)
     if generation is not None:
         generation.before_hires()
+
+
+def before_sampling(p) -> None:
+    generation = _active_for(p)
+    if generation is not None:
+        generation.before_sampling()
 
 
 def finish_generation(p) -> None:
@@ -585,6 +798,12 @@ def status() -> dict:
         "unet_memory_format": unet_memory_format(),
         "tome_active": bool(model is not None and has_tome_patch(model.model.diffusion_model)),
         "cfg_wrapper_active": bool(active is not None and active.policy is not None),
+        "cuda_graph": {
+            "active": bool(model is not None and graphed_forward_of(model.model.diffusion_model) is not None),
+            "cached_graphs": len(GRAPHS),
+            "totals": GRAPHS.stats.as_json(),
+        },
+        "lean_step_active": lean_step_active(),
         "generation_active": active is not None,
         "last_generation": STATE.last.as_json() if STATE.last is not None else None,
         "forge": is_forge(),
@@ -707,6 +926,7 @@ def install() -> None:
     script_callbacks.on_app_started(_on_app_started, name="speedkit_routes")
     script_callbacks.on_before_ui(add_xyz_axes, name="speedkit_xyz")
     script_callbacks.on_script_unloaded(unload, name="speedkit_unload")
+    script_callbacks.on_model_loaded(release_graphs, name="speedkit_release_graphs")
     STATE.installed = True
 
 
@@ -717,4 +937,5 @@ def unload() -> None:
     for owner, name, _ in (*_PATCHES, _api_patch_target()):
         if patches.original(PATCH_KEY, owner, name) is not None:
             patches.undo(PATCH_KEY, owner, name)
+    release_graphs()
     STATE.installed = False

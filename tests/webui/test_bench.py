@@ -72,6 +72,21 @@ def test_the_switch_matrix_compares_each_switch_with_the_baseline(webui, pristin
     assert_restored(webui, pristine)
 
 
+def test_a_matrix_of_custom_entries_reports_utilisation_and_notes_per_row(webui, pristine):
+    entries = [
+        {"label": "lean", "speedkit": [True, "keep", "off", 0.75, 0, 0, 1, 2, 2, False, -1, False, False, True]},
+        {"label": "graph", "speedkit": [True, "keep", "off", 0.75, 0, 0, 1, 2, 2, False, -1, False, True, False]},
+    ]
+    matrix = bench(webui, matrix=True, entries=entries)
+    rows = {row["label"]: row for row in matrix["rows"]}
+    assert list(rows) == ["baseline (Speedkit off)", "lean", "graph"]
+    assert rows["lean"]["speedkit"] == {"Speedkit lean step": "True"}
+    assert rows["lean"]["vs_baseline"]["identical"] is True  # lossless
+    assert "runs on cpu" in rows["graph"]["notes"]  # no GPU here: eager, and the row says why
+    assert all("gpu_util" in row for row in rows.values())
+    assert_restored(webui, pristine)
+
+
 def test_an_interrupt_keeps_the_runs_done_so_far(webui, pristine):
     results = []
     body = {"overrides": {**TINY, "steps": 40, "runs": 6, "warmup": 0}}
@@ -103,6 +118,9 @@ def test_an_interrupt_keeps_the_runs_done_so_far(webui, pristine):
         ({"speedkit": [True, "quantum"]}, "attention (args[1])"),
         ({"speedkit": [True, "sdp-cudnn"]}, "sdp-cudnn"),
         ({"matrix": "yes"}, "matrix"),
+        ({"matrix": True, "entries": [{"label": "x", "speedkit": [True, "quantum"]}]}, "entries[0].speedkit"),
+        ({"matrix": True, "entries": [{"label": "x"}]}, "entries[0]"),
+        ({"entries": [{"label": "x", "speedkit": [True]}]}, "entries"),
         ({"turbo": True}, "turbo"),
     ],
 )

@@ -96,7 +96,7 @@ def test_script_info_describes_the_arguments(webui):
     assert len(ours) == 1 and ours[0]["is_alwayson"]
     labels = [arg["label"] for arg in ours[0]["args"]]
     assert labels[:3] == ["Speedkit", "Attention backend", "Negative-guidance cutoff"]
-    assert len(labels) == 12
+    assert len(labels) == 14 and labels[-2:] == ["CUDA graph (fast path)", "Lean step"]
 
 
 def test_kernel_variants_are_registered_as_webui_optimizers(webui, pristine):
@@ -292,3 +292,84 @@ def test_an_xyz_grid_axis_per_switch(webui, pristine):
     assert any("Speedkit ToMe: 0.5" in text for text in infotexts)
     assert any("Speedkit ToMe" not in text for text in infotexts[1:])
     assert_restored(webui, pristine)
+
+
+# --------------------------------------------------------------------------- lean step and CUDA graph
+
+LEAN = [True, "keep", "off", 0.75, 0.0, 0.0, 1, 2, 2, False, -1, False, False, True]
+GRAPH = [True, "keep", "off", 0.75, 0.0, 0.0, 1, 2, 2, False, -1, False, True, False]
+PROBE = {FAULTS: {"args": [-1, "probe"]}}
+TINY_LORA = "speedkit-tiny"
+
+
+def params_of(response: dict) -> dict:
+    return json.loads(response["info"])["extra_generation_params"]
+
+
+def write_tiny_lora(server) -> None:
+    """A real LoRA file for the tiny model's time_embed.0 (Linear 32 -> 128), loadable by the Lora built-in."""
+    import torch
+    from safetensors.torch import save_file
+
+    generator = torch.Generator().manual_seed(5)
+    tensors = {
+        "lora_unet_time_embed_0.lora_down.weight": torch.randn(4, 32, generator=generator),
+        "lora_unet_time_embed_0.lora_up.weight": torch.randn(128, 4, generator=generator),
+        "lora_unet_time_embed_0.alpha": torch.tensor(4.0),
+    }
+    folder = server.data_dir / "models" / "Lora"
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(folder / f"{TINY_LORA}.safetensors"))
+    http_json(server.url + "/sdapi/v1/refresh-loras", {})
+
+
+def test_the_probe_sees_the_lora_wrappers_without_the_lean_step(webui, pristine):
+    response = txt2img(webui, PROBE)
+    assert "Linear.forward=network_Linear_forward" in params_of(response)["Speedkit test probe"]
+
+
+def test_lean_step_bypasses_the_lora_wrappers_during_sampling_bit_exactly(webui, pristine):
+    response = txt2img(webui, {**speedkit(*LEAN), **PROBE})
+    params = params_of(response)
+    assert "Linear.forward=forward " in params["Speedkit test probe"]
+    assert str(params["Speedkit lean step"]) == "True"
+    assert pixels(response) == pristine["pixels"]
+    assert status(webui)["lean_step_active"] is False
+    assert "Linear.forward=network_Linear_forward" in params_of(txt2img(webui, PROBE))["Speedkit test probe"]
+
+
+def test_lean_step_stays_off_while_a_lora_is_loaded_and_until_its_weights_are_restored(webui, pristine):
+    write_tiny_lora(webui)
+    lora_prompt = BASE_REQUEST["prompt"] + f" <lora:{TINY_LORA}:1>"
+    with_lora = txt2img(webui, prompt=lora_prompt)
+    assert pixels(with_lora) != pristine["pixels"]  # the LoRA changes the image: the test can fail
+
+    lean_with_lora = txt2img(webui, {**speedkit(*LEAN), **PROBE}, prompt=lora_prompt)
+    params = params_of(lean_with_lora)
+    assert "Linear.forward=network_Linear_forward" in params["Speedkit test probe"]
+    assert "1 LoRA/network(s) loaded" in params["Speedkit note"]
+    assert "Speedkit lean step" not in params
+    assert pixels(lean_with_lora) == pixels(with_lora)
+
+    after_lora = txt2img(webui, speedkit(*LEAN))  # the wrappers must run once to take the LoRA out
+    assert "previous LoRA's weights are restored" in params_of(after_lora)["Speedkit note"]
+    assert pixels(after_lora) == pristine["pixels"]
+    again = txt2img(webui, speedkit(*LEAN))
+    assert str(params_of(again)["Speedkit lean step"]) == "True"
+    assert pixels(again) == pristine["pixels"]
+
+
+def test_cuda_graph_without_a_gpu_runs_eagerly_says_why_and_claims_nothing(webui, pristine):
+    response = txt2img(webui, {**speedkit(*GRAPH), **PROBE})
+    params = params_of(response)
+    assert "Speedkit CUDA graph" not in params
+    assert "CUDA graph not used for this pass: the WebUI runs on cpu" in params["Speedkit note"]
+    assert "unet.forward=NoneType" in params["Speedkit test probe"]
+    assert pixels(response) == pristine["pixels"]
+    current = status(webui)
+    assert current["cuda_graph"]["active"] is False and current["cuda_graph"]["cached_graphs"] == 0
+
+
+def test_the_fraction_cutoff_leaves_no_host_skip_infotext(webui, pristine):
+    params = params_of(txt2img(webui, speedkit(True, "keep", "fraction", 0.5)))
+    assert not {"NGMS", "NGMS all steps", "Skip Early CFG"} & set(params)

@@ -1,0 +1,227 @@
+"""UNet-level benchmark on a GPU: one process, one table, JSON to a file.
+
+  python benchmarks/unet_step.py [--out unet_step.json] [--models sd15,sdxl] [--repeats 30]
+
+For an SD1.5-size ldm UNet (stable-diffusion-sdkit) and an SDXL-size UNet (`sgm`, from
+Stability-AI/generative-models on PYTHONPATH; skipped with the reason when absent), with random
+re-randomised fp16 weights under autocast like the WebUI, it times one UNet call per
+configuration: attention backend, channels-last, ToMe ratio, batch 1 (uncond skipped) and 2
+(cond + uncond), eager vs the CUDA-graph fast path. Timing: CUDA events around each call, median
+of `--repeats` calls after warm-up, plus host wall time per call; FLOPs per call counted once
+with torch's FlopCounterMode; achieved TFLOP/s = FLOPs / median GPU time. Numerics: the graph's
+output is compared with eager's for the same inputs (max |difference|).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from lib_speedkit.apply import apply_plan
+from lib_speedkit.bench.standalone import SD15_UNET, build_unet, rerandomise
+from lib_speedkit.cuda_graph import GraphCache, apply_cuda_graph
+from lib_speedkit.plan import AttentionConfig, ChannelsLastConfig, SpeedPlan, TokenMergingConfig
+
+SDXL_UNET = {  # sd_xl_base.yaml's network_config
+    "adm_in_channels": 2816,
+    "num_classes": "sequential",
+    "in_channels": 4,
+    "out_channels": 4,
+    "model_channels": 320,
+    "attention_resolutions": [4, 2],
+    "num_res_blocks": 2,
+    "channel_mult": [1, 2, 4],
+    "num_head_channels": 64,
+    "use_linear_in_transformer": True,
+    "transformer_depth": [1, 2, 10],
+    "context_dim": 2048,
+    "spatial_transformer_attn_type": "softmax-xformers",
+    "legacy": False,
+}
+
+
+def build_sdxl_unet() -> torch.nn.Module:
+    from sgm.modules.diffusionmodules.openaimodel import UNetModel
+
+    unet = UNetModel(**SDXL_UNET)
+    rerandomise(unet)
+    return unet.eval()
+
+
+def unet_inputs(kind: str, batch: int, size: int, device: str) -> tuple[tuple, dict]:
+    generator = torch.Generator(device="cpu").manual_seed(7)
+    latent = size // 8
+    x = torch.randn(batch, 4, latent, latent, generator=generator).to(device, torch.float16)
+    t = torch.linspace(900, 100, batch).to(device)
+    if kind == "sdxl":
+        context = torch.randn(batch, 77, 2048, generator=generator).to(device, torch.float16)
+        y = torch.randn(batch, 2816, generator=generator).to(device, torch.float16)
+        return (x, t), {"context": context, "y": y}
+    context = torch.randn(batch, 77, 768, generator=generator).to(device, torch.float16)
+    return (x, t), {"context": context}
+
+
+def count_flops(unet, args, kwargs) -> int:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.no_grad(), torch.autocast("cuda", dtype=torch.float16), FlopCounterMode(display=False) as counter:
+        unet(*args, **kwargs)
+    return counter.get_total_flops()
+
+
+def time_calls(call, repeats: int, warmup: int = 5) -> dict:
+    """Median GPU ms (CUDA events) and host wall ms per call."""
+    for _ in range(warmup):
+        call()
+    torch.cuda.synchronize()
+    gpu_ms, wall_ms = [], []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        torch.cuda.synchronize()
+        began = time.perf_counter()
+        start.record()
+        call()
+        end.record()
+        torch.cuda.synchronize()
+        wall_ms.append((time.perf_counter() - began) * 1000)
+        gpu_ms.append(start.elapsed_time(end))
+    return {
+        "gpu_ms_median": statistics.median(gpu_ms),
+        "gpu_ms_min": min(gpu_ms),
+        "gpu_ms_max": max(gpu_ms),
+        "wall_ms_median": statistics.median(wall_ms),
+        "wall_ms_min": min(wall_ms),
+        "wall_ms_max": max(wall_ms),
+        "n": repeats,
+    }
+
+
+def run_config(unet, kind: str, label: str, plan: SpeedPlan, batch: int, size: int, repeats: int) -> list[dict]:
+    """Eager and graph rows for one configuration (the plan applied for both, then undone)."""
+    args, kwargs = unet_inputs(kind, batch, size, "cuda")
+    rows = []
+    with apply_plan(unet, plan, torch.float16), torch.no_grad(), torch.autocast("cuda", dtype=torch.float16):
+        flops = count_flops(unet, args, kwargs)
+        eager_out = unet(*args, **kwargs).float()
+        rows.append({"mode": "eager", **time_calls(lambda: unet(*args, **kwargs), repeats)})
+        cache = GraphCache()
+        with apply_cuda_graph(unet, cache, "bench"):
+            graph_out = unet(*args, **kwargs).float()
+            rows.append({"mode": "cuda graph", **time_calls(lambda: unet(*args, **kwargs), repeats)})
+            eager_calls = dict(cache.stats.eager_calls)
+        cache.release()
+    difference = (graph_out - eager_out).abs().max().item()
+    for row in rows:
+        row.update(
+            model=kind,
+            config=label,
+            batch=batch,
+            size=size,
+            gflop=flops / 1e9,
+            tflops=flops / (row["gpu_ms_median"] / 1000) / 1e12,
+            graph_max_abs_diff=difference if row["mode"] == "cuda graph" else None,
+            output_abs_max=eager_out.abs().max().item(),
+            graph_eager_calls=eager_calls if row["mode"] == "cuda graph" else None,
+        )
+    return rows
+
+
+def configurations(kind: str) -> list[tuple[str, SpeedPlan, int, int]]:
+    """(label, plan, batch, size)."""
+    if kind == "sdxl":
+        cl = SpeedPlan(channels_last=ChannelsLastConfig(True))
+        tome = SpeedPlan(tome=TokenMergingConfig(ratio=0.5))
+        return [
+            ("sgm default (sdp)", SpeedPlan(), 2, 1024),
+            ("channels-last", cl, 2, 1024),
+            ("ToMe 0.5", tome, 2, 1024),
+            ("sgm default (sdp)", SpeedPlan(), 1, 1024),
+        ]
+    rows = []
+    for backend in ("v1", "sdp", "sdp-flash", "sdp-efficient", "sdp-cudnn"):
+        rows.append((backend, SpeedPlan(attention=AttentionConfig(backend)), 2, 512))
+    sdp = AttentionConfig("sdp")
+    rows += [
+        ("sdp + channels-last", SpeedPlan(sdp, channels_last=ChannelsLastConfig(True)), 2, 512),
+        ("sdp (uncond skipped)", SpeedPlan(sdp), 1, 512),
+        ("sdp + channels-last (uncond skipped)", SpeedPlan(sdp, channels_last=ChannelsLastConfig(True)), 1, 512),
+        ("sdp + ToMe 0.3", SpeedPlan(sdp, tome=TokenMergingConfig(ratio=0.3)), 2, 512),
+        ("sdp + ToMe 0.5", SpeedPlan(sdp, tome=TokenMergingConfig(ratio=0.5)), 2, 512),
+        ("sdp", SpeedPlan(sdp), 2, 1024),
+        ("sdp + channels-last", SpeedPlan(sdp, channels_last=ChannelsLastConfig(True)), 2, 1024),
+        ("sdp + ToMe 0.5", SpeedPlan(sdp, tome=TokenMergingConfig(ratio=0.5)), 2, 1024),
+        ("sdp-cudnn", SpeedPlan(attention=AttentionConfig("sdp-cudnn")), 2, 1024),
+        ("sdp-flash", SpeedPlan(attention=AttentionConfig("sdp-flash")), 2, 1024),
+    ]
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    head = (
+        f"{'model':<6}{'config':<40}{'b':>2}{'size':>6}{'mode':>12}{'GPU ms':>9}{'wall ms':>9}"
+        f"{'TFLOP/s':>9}{'graph max|d|':>14}"
+    )
+    lines = [head]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"{r['model']:<6}{r['config']:<40}{r['batch']:>2}{r['size']:>6}  ERROR {r['error']}")
+            continue
+        diff = "" if r["graph_max_abs_diff"] is None else f"{r['graph_max_abs_diff']:.3g}"
+        lines.append(
+            f"{r['model']:<6}{r['config']:<40}{r['batch']:>2}{r['size']:>6}{r['mode']:>12}"
+            f"{r['gpu_ms_median']:>9.2f}{r['wall_ms_median']:>9.2f}{r['tflops']:>9.1f}{diff:>14}"
+        )
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="unet_step.json")
+    parser.add_argument("--models", default="sd15,sdxl")
+    parser.add_argument("--repeats", type=int, default=30)
+    ns = parser.parse_args()
+    if not torch.cuda.is_available():
+        print("unet_step.py needs a CUDA GPU", file=sys.stderr)
+        return 2
+    rows, notes = [], []
+    for kind in ns.models.split(","):
+        try:
+            unet = (build_sdxl_unet() if kind == "sdxl" else build_unet(SD15_UNET)).half().cuda()
+        except ImportError as error:
+            notes.append(f"{kind} skipped: {error}")
+            continue
+        for label, plan, batch, size in configurations(kind):
+            try:
+                rows += run_config(unet, kind, label, plan, batch, size, ns.repeats)
+            except Exception as error:  # noqa: BLE001 - one configuration failing must not end the table
+                rows.append({"model": kind, "config": label, "batch": batch, "size": size, "error": repr(error)[:200]})
+            print(table(rows[-2:]).splitlines()[-1], flush=True)
+        del unet
+        torch.cuda.empty_cache()
+    result = {
+        "device": torch.cuda.get_device_name(0),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version(),
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "rows": rows,
+        "notes": notes,
+    }
+    Path(ns.out).write_text(json.dumps(result, indent=1, default=str))
+    print(table(rows))
+    for note in notes:
+        print("note:", note)
+    return 0 if rows and not math.isnan(sum(r.get("gpu_ms_median", 0) for r in rows)) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
