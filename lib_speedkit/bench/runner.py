@@ -155,6 +155,17 @@ def _vram_peaks(records: Sequence[RunRecord]) -> dict:
 class MatrixEntry:
     label: str
     plan: SpeedPlan | None  # None: Speedkit off (the baseline)
+    around: Callable[[], Callable[[], None]] | None = None
+    """Run before each of this entry's generations; returns what to run after it (e.g. take the
+    extension's patches out, to measure its cost when off)."""
+
+    def generate(self, generate: Generator, preset: BenchPreset) -> RunMeasurement:
+        restore = self.around() if self.around is not None else None
+        try:
+            return generate(preset, self.plan)
+        finally:
+            if restore is not None:
+                restore()
 
 
 def run_matrix(
@@ -176,13 +187,13 @@ def run_matrix(
         for entry in entries:
             progress(f"warm-up: {entry.label}")
             for _ in range(preset.warmup):
-                if generate(preset, entry.plan).interrupted:
+                if entry.generate(generate, preset).interrupted:
                     raise BenchInterrupted
         for round_index in range(preset.runs):
             order = entries if round_index % 2 == 0 else list(reversed(entries))
             for entry in order:
                 progress(f"round {round_index + 1}/{preset.runs}: {entry.label}")
-                measurement = generate(preset, entry.plan)
+                measurement = entry.generate(generate, preset)
                 per_entry[entry.label].append(_speeds(preset, measurement))
                 if measurement.interrupted:
                     raise BenchInterrupted

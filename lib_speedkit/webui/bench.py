@@ -117,6 +117,7 @@ def generate(preset: BenchPreset, plan: SpeedPlan | None) -> RunMeasurement:
             if refused:
                 raise BenchRefused(refused)
             info["attention"] = switches.current_backend_title()  # the backend this run used
+        switches.before_sampling(p)  # p.scripts is None here: what process_before_every_sampling does
         _sync()
         start = time.perf_counter()
         try:
@@ -258,6 +259,9 @@ def matrix_entries(
     entries, notes = [MatrixEntry("baseline (Speedkit off)", None)], []
     switches_to_compare = list(custom) if custom else list(MATRIX_SWITCHES)
     for label, plan in switches_to_compare + ([("your settings", user_plan)] if user_plan else []):
+        if plan == EXTENSION_ABSENT:
+            entries.append(MatrixEntry(label, None, around=switches.patches_removed))
+            continue
         try:
             switches.check_plan_can_run(plan)
         except SpeedkitError as error:
@@ -284,6 +288,9 @@ def run_compare(
 # --------------------------------------------------------------------------- REST
 
 
+EXTENSION_ABSENT = "extension-absent"
+"""A custom matrix entry's `speedkit` value: Speedkit off AND its patches taken out, to measure
+what the installed extension costs with every switch off."""
 BODY_FIELDS = ("preset", "overrides", "speedkit", "matrix", "entries", "label")
 
 
@@ -310,13 +317,18 @@ def matrix_entries_from_body(value: object) -> list[tuple[str, SpeedPlan]] | Non
         label, args = item["label"], item["speedkit"]
         if not isinstance(label, str) or not label or label in labels:
             raise PlanError(f"{where}.label", label, "a unique, non-empty string")
+        labels.add(label)
+        if args == EXTENSION_ABSENT:
+            parsed.append((label, EXTENSION_ABSENT))
+            continue
         if not isinstance(args, list) or not args or args[0] is not True:
-            raise PlanError(f"{where}.speedkit", args, "the accordion's args with enabled = true")
+            raise PlanError(
+                f"{where}.speedkit", args, f'the accordion\'s args with enabled = true, or "{EXTENSION_ABSENT}"'
+            )
         try:
             parsed.append((label, plan_from_args(args)))
         except PlanError as error:
             raise PlanError(f"{where}.speedkit {error.field}", error.value, error.allowed) from None
-        labels.add(label)
     return parsed
 
 

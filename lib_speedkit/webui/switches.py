@@ -914,13 +914,32 @@ def _api_patch_target():
     return api.Api, "init_script_args", _validating_init_script_args
 
 
+def install_patches() -> None:
+    for owner, name, make_wrapper in (*_PATCHES, _api_patch_target()):
+        if patches.original(PATCH_KEY, owner, name) is None:
+            patches.patch(PATCH_KEY, owner, name, make_wrapper(getattr(owner, name)))
+
+
+def remove_patches() -> None:
+    for owner, name, _ in (*_PATCHES, _api_patch_target()):
+        if patches.original(PATCH_KEY, owner, name) is not None:
+            patches.undo(PATCH_KEY, owner, name)
+
+
+def patches_removed() -> callable:
+    """Take the extension's patches out (as if it were not installed); returns the function
+    putting them back. The bench uses it to measure what the extension costs when off."""
+    if STATE.active is not None:
+        raise SpeedkitError("a Speedkit generation is running")
+    remove_patches()
+    return install_patches
+
+
 def install() -> None:
     """Install the patches and callbacks (idempotent); scripts/speedkit.py calls it at import."""
     if STATE.installed:
         return
-    for owner, name, make_wrapper in (*_PATCHES, _api_patch_target()):
-        original = getattr(owner, name)
-        patches.patch(PATCH_KEY, owner, name, make_wrapper(original))
+    install_patches()
     script_callbacks.on_list_optimizers(lambda res: res.extend(make_kernel_optimizers()), name="speedkit_kernels")
     script_callbacks.on_cfg_denoised(_on_cfg_denoised, name="speedkit_similarity")
     script_callbacks.on_app_started(_on_app_started, name="speedkit_routes")
@@ -934,8 +953,6 @@ def unload() -> None:
     """Restore an active generation and remove the patches (before a UI reload)."""
     if STATE.active is not None:
         finish_generation(STATE.active.p)
-    for owner, name, _ in (*_PATCHES, _api_patch_target()):
-        if patches.original(PATCH_KEY, owner, name) is not None:
-            patches.undo(PATCH_KEY, owner, name)
+    remove_patches()
     release_graphs()
     STATE.installed = False

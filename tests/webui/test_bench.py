@@ -77,9 +77,11 @@ def test_a_matrix_of_custom_entries_reports_utilisation_and_notes_per_row(webui,
         {"label": "lean", "speedkit": [True, "keep", "off", 0.75, 0, 0, 1, 2, 2, False, -1, False, False, True]},
         {"label": "graph", "speedkit": [True, "keep", "off", 0.75, 0, 0, 1, 2, 2, False, -1, False, True, False]},
     ]
+    entries.append({"label": "absent", "speedkit": "extension-absent"})
     matrix = bench(webui, matrix=True, entries=entries)
     rows = {row["label"]: row for row in matrix["rows"]}
-    assert list(rows) == ["baseline (Speedkit off)", "lean", "graph"]
+    assert list(rows) == ["baseline (Speedkit off)", "lean", "graph", "absent"]
+    assert rows["absent"]["vs_baseline"]["identical"] is True
     assert rows["lean"]["speedkit"] == {"Speedkit lean step": "True"}
     assert rows["lean"]["vs_baseline"]["identical"] is True  # lossless
     assert "runs on cpu" in rows["graph"]["notes"]  # no GPU here: eager, and the row says why
