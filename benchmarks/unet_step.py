@@ -42,11 +42,37 @@ SDXL_UNET = {  # sd_xl_base.yaml's network_config
     "channel_mult": [1, 2, 4],
     "num_head_channels": 64,
     "use_linear_in_transformer": True,
-    "transformer_depth": [1, 2, 10],
+    "transformer_depth": [0, 2, 10],
     "context_dim": 2048,
     "spatial_transformer_attn_type": "softmax-xformers",
+    "use_spatial_transformer": True,
     "legacy": False,
 }
+
+
+def device_timestep_embedding(timesteps, dim, max_period=10000, repeat_only=False):
+    """Sinusoidal timestep embedding built on the timesteps' device, in fp16 like the WebUI's UNet
+    (A1111 replaces ldm's version, which builds its frequencies on the CPU and copies them over:
+    a host-to-device copy that cannot be captured in a CUDA graph)."""
+    if repeat_only:
+        return timesteps[:, None].expand(-1, dim).to(torch.float16)
+    half = dim // 2
+    exponent = torch.arange(half, dtype=torch.float32, device=timesteps.device) * (-math.log(max_period) / half)
+    angles = timesteps[:, None].float() * torch.exp(exponent)[None]
+    embedding = torch.cat([torch.cos(angles), torch.sin(angles)], dim=-1)
+    if dim % 2:
+        embedding = torch.cat([embedding, torch.zeros_like(embedding[:, :1])], dim=-1)
+    return embedding.to(torch.float16)
+
+
+def use_device_timestep_embedding() -> None:
+    import importlib
+
+    for name in ("ldm.modules.diffusionmodules.openaimodel", "sgm.modules.diffusionmodules.openaimodel"):
+        try:
+            importlib.import_module(name).timestep_embedding = device_timestep_embedding
+        except ImportError:
+            pass
 
 
 def build_sdxl_unet() -> torch.nn.Module:
@@ -176,6 +202,8 @@ def table(rows: list[dict]) -> str:
             lines.append(f"{r['model']:<6}{r['config']:<40}{r['batch']:>2}{r['size']:>6}  ERROR {r['error']}")
             continue
         diff = "" if r["graph_max_abs_diff"] is None else f"{r['graph_max_abs_diff']:.3g}"
+        if r.get("graph_eager_calls"):
+            diff += f"  EAGER: {r['graph_eager_calls']}"
         lines.append(
             f"{r['model']:<6}{r['config']:<40}{r['batch']:>2}{r['size']:>6}{r['mode']:>12}"
             f"{r['gpu_ms_median']:>9.2f}{r['wall_ms_median']:>9.2f}{r['tflops']:>9.1f}{diff:>14}"
@@ -192,6 +220,7 @@ def main() -> int:
     if not torch.cuda.is_available():
         print("unet_step.py needs a CUDA GPU", file=sys.stderr)
         return 2
+    use_device_timestep_embedding()
     rows, notes = [], []
     for kind in ns.models.split(","):
         try:
@@ -204,7 +233,7 @@ def main() -> int:
                 rows += run_config(unet, kind, label, plan, batch, size, ns.repeats)
             except Exception as error:  # noqa: BLE001 - one configuration failing must not end the table
                 rows.append({"model": kind, "config": label, "batch": batch, "size": size, "error": repr(error)[:200]})
-            print(table(rows[-2:]).splitlines()[-1], flush=True)
+            print("\n".join(table(rows[-2:]).splitlines()[1:]), flush=True)
         del unet
         torch.cuda.empty_cache()
     result = {

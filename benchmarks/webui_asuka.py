@@ -71,6 +71,7 @@ CONFIGURATIONS_512 = [
     ("lossless + cutoff 0.5 + ToMe 0.5", args(**LOSSLESS, **CUTOFF, **TOME)),
 ]
 CONFIGURATIONS_1024 = [
+    ("extension absent", "extension-absent"),
     ("CUDA graph", args(**FAST)),
     ("best lossless: graph + channels-last + lean", args(**LOSSLESS)),
     ("lossless + ToMe 0.5", args(**LOSSLESS, **TOME)),
@@ -139,11 +140,13 @@ def write_checkpoint(root: Path, a1111: Path) -> Path:
 
 
 def build(root: Path, a1111: Path) -> Path:
+    # Before anything imports huggingface_hub: it reads these once, at import.
+    os.environ["HF_HOME"] = str(root / "hf")
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["TRANSFORMERS_OFFLINE"] = "1"
     root.mkdir(parents=True, exist_ok=True)
     harness.write_hf_cache(root / "hf")
     sys.path.insert(0, str(a1111 / "repositories" / "stable-diffusion-stability-ai"))
-    os.environ["HF_HOME"] = str(root / "hf")
-    os.environ["HF_HUB_OFFLINE"] = "1"
     return write_checkpoint(root, a1111)
 
 
@@ -236,6 +239,11 @@ def _cell(summary: dict | None, key: str = "median", digits: int = 2) -> str:
     return f"{summary[key]:.{digits}f}"
 
 
+def _captures(row: dict) -> str:
+    counts = [count for count in row.get("graph_captures") or [] if count is not None]
+    return ", ".join(str(count) for count in counts) if counts else ""
+
+
 def markdown(size: int, record: dict) -> str:
     if "error" in record:
         return f"### {size}²\n\nERROR: {record['error']}\n"
@@ -245,8 +253,8 @@ def markdown(size: int, record: dict) -> str:
         f"### {size}², batch 1, {record['request']['overrides']['runs']} timed runs per configuration",
         "",
         "| configuration | sampler it/s median (min–max) | × stock | end-to-end it/s | GPU util % | "
-        "VRAM reserved peak MB | image vs stock | notes |",
-        "|---|---|---|---|---|---|---|---|",
+        "VRAM reserved peak MB | image vs stock | graph captures per timed run | notes |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         its = row["sampler_its"] or {}
@@ -257,7 +265,7 @@ def markdown(size: int, record: dict) -> str:
         lines.append(
             f"| {row['label']} | {_cell(its)} ({_cell(its, 'min')}–{_cell(its, 'max')}) "
             f"| {its.get('median', 0) / stock:.2f} | {_cell(row['end_to_end_its'])} | {util} "
-            f"| {vram if vram is not None else 'n/a'} | {image} | {row.get('notes') or ''} |"
+            f"| {vram if vram is not None else 'n/a'} | {image} | {_captures(row)} | {row.get('notes') or ''} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -203,7 +203,7 @@ def run_matrix(
     rows = _matrix_rows(entries, per_entry)
     for row in rows:  # the GPU's utilisation while this entry sampled
         windows = [w for r in per_entry[row["label"]] for w in r.measurement.sampling_windows]
-        row["gpu_util"] = sampler.report(windows).metrics.get("gpu_util") if windows else None
+        row["gpu_util"] = sampler.report(windows).metrics.get("utilisation_percent") if windows else None
     return {
         "schema": SCHEMA_VERSION,
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -236,6 +236,7 @@ def _matrix_rows(entries: Sequence[MatrixEntry], per_entry: dict[str, list[RunRe
                 "vs_baseline": _diff(baseline_image, images[0] if images else None),
                 "run_to_run": _diff(images[0], images[1]) if len(images) >= 2 else None,
                 "notes": _speedkit_note(records),
+                "graph_captures": [r.measurement.info.get("graph_captures") for r in records],
             }
         )
     return rows

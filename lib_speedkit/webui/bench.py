@@ -143,6 +143,9 @@ def generate(preset: BenchPreset, plan: SpeedPlan | None) -> RunMeasurement:
     torch_peaks = _torch_memory_peaks()
     if system_peak is not None:  # polled 8 times a second, it can miss a short peak the allocator saw
         system_peak = max(system_peak, torch_peaks.get("reserved_peak_mb", 0.0))
+    graph_record = switches.STATE.last.cuda_graph if switches.STATE.last is not None else None
+    if graph_record:
+        info["graph_captures"] = graph_record["captures"]
     return RunMeasurement(
         sampler_seconds=sum(end - start for start, end in windows),
         total_seconds=total,
@@ -278,7 +281,17 @@ def run_compare(
     _require_model()
     entries, notes = matrix_entries(user_plan, custom)
     progress = _progress(len(entries) * (preset.warmup + preset.runs) * preset.batch_count)
-    matrix = run_matrix(generate, preset, entries, _sampler(preset), progress)
+    switches.STATE.keep_graphs = True  # steady state: entries without the fast path do not drop its graphs
+    try:
+        matrix = run_matrix(generate, preset, entries, _sampler(preset), progress)
+    finally:
+        switches.STATE.keep_graphs = False
+        switches.release_graphs()
+    if any(entry.plan is not None and entry.plan.cuda_graph.enabled for entry in entries):
+        notes.append(
+            "CUDA graphs stay cached across the matrix's entries (steady state, as in consecutive generations "
+            "with the switch on); graph_captures lists the captures inside each timed run"
+        )
     matrix["notes"] = notes + matrix["notes"]
     matrix["environment"] = webui_environment()
     history().append({"kind": "matrix", **matrix})

@@ -643,6 +643,7 @@ class AdapterState:
     active: Generation | None = None
     last: GenerationRecord | None = None
     installed: bool = False
+    keep_graphs: bool = False  # a bench matrix alternating switches keeps the graphs until it ends
 
 
 STATE = AdapterState()
@@ -660,7 +661,7 @@ def prepare_generation(p, args, overrides=None) -> None:
 
 def prepare_generation_with_plan(p, plan: SpeedPlan | None) -> None:
     """Like prepare_generation, for a plan built elsewhere (the benchmark); None: Speedkit off."""
-    if plan is None or not plan.cuda_graph.enabled:
+    if (plan is None or not plan.cuda_graph.enabled) and not STATE.keep_graphs:
         release_graphs()  # the switch is off: give the graphs' memory back
     if plan is None:
         if STATE.active is not None:
