@@ -25,11 +25,31 @@ def is_channels_last(unet: torch.nn.Module) -> bool:
     return bool(tensors) and all(t.is_contiguous(memory_format=torch.channels_last) for t in tensors)
 
 
+def _is_dense(tensor: torch.Tensor) -> bool:
+    """True when the tensor covers its whole storage from offset 0 (contiguous in some order)."""
+    return (
+        tensor.storage_offset() == 0
+        and tensor.untyped_storage().nbytes() == tensor.numel() * tensor.element_size()
+        and (tensor.is_contiguous() or tensor.is_contiguous(memory_format=torch.channels_last))
+    )
+
+
 def _relayout(tensor: torch.Tensor, stride: tuple[int, ...]) -> None:
-    """Give `tensor` new storage with exactly `stride`, same values."""
+    """Give `tensor` exactly `stride`, same values. A dense tensor keeps its storage (same address:
+    the UNet's CUDA graphs stay valid across generations), through a transient copy of it."""
+    if _is_dense(tensor):
+        values = tensor.data.clone()
+        tensor.data = tensor.data.as_strided(tensor.shape, stride)
+        tensor.data.copy_(values)
+        return
     copy = torch.empty_strided(tensor.shape, stride, dtype=tensor.dtype, device=tensor.device)
     copy.copy_(tensor.data)
     tensor.data = copy
+
+
+def _channels_last_stride(shape: torch.Size) -> tuple[int, ...]:
+    _n, c, h, w = shape
+    return (h * w * c, 1, w * c, c)
 
 
 def _input_to_channels_last(module: torch.nn.Module, args: tuple) -> tuple | None:
@@ -45,9 +65,9 @@ def apply_channels_last(unet: torch.nn.Module, enabled: bool = True) -> Undo:
     SLOTS.release(unet, "channels_last")
     previous = [(tensor, tensor.stride()) for tensor in _four_d_tensors(unet)]
     for tensor, _ in previous:
-        converted = tensor.data.contiguous(memory_format=torch.channels_last)
-        if converted.stride() != tensor.stride():
-            tensor.data = converted
+        target = _channels_last_stride(tensor.shape)
+        if target != tensor.stride() and not tensor.is_contiguous(memory_format=torch.channels_last):
+            _relayout(tensor, target)
     hook = unet.register_forward_pre_hook(_input_to_channels_last)
 
     def restore() -> None:

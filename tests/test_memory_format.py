@@ -67,3 +67,11 @@ def test_applying_twice_then_undoing_once_leaves_the_unet_clean(unet, assert_cle
     apply_channels_last(unet)()
     assert_clean(unet, before)
     assert len(unet._forward_pre_hooks) == 0
+
+
+def test_channels_last_keeps_every_weight_s_storage_so_cuda_graphs_stay_valid(unet):
+    addresses = [p.data_ptr() for p in unet.parameters()]
+    for _ in range(2):
+        with apply_channels_last(unet, True):
+            assert [p.data_ptr() for p in unet.parameters()] == addresses
+        assert [p.data_ptr() for p in unet.parameters()] == addresses
