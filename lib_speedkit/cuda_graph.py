@@ -116,11 +116,11 @@ def module_fingerprint(module: torch.nn.Module) -> Hashable:
         (name, tensor.data_ptr(), tuple(tensor.shape), tuple(tensor.stride()), tensor.dtype)
         for name, tensor in (*module.named_parameters(), *module.named_buffers())
     )
+    class_keys: dict[type, Hashable] = {}
     modules = tuple(
         (
             name,
-            type(sub),
-            getattr(type(sub), "forward", None),
+            _class_key(type(sub), class_keys),
             _instance_forward_identity(sub),
             tuple(sub._forward_pre_hooks) if sub is not module else (),
             tuple(sub._forward_hooks) if sub is not module else (),
@@ -128,6 +128,35 @@ def module_fingerprint(module: torch.nn.Module) -> Hashable:
         for name, sub in module.named_modules()
     )
     return hash((tensors, modules))
+
+
+def _function_key(function: object) -> Hashable:
+    """A function by its code and the objects its closure holds: two closures made by the same
+    factory with other values differ; the same method re-created (tomesd builds its block classes
+    anew on every apply) does not."""
+    function = getattr(function, "__func__", function)
+    code = getattr(function, "__code__", None)
+    if code is None:
+        return id(function)
+    cells = tuple(id(cell.cell_contents) for cell in function.__closure__ or () if _cell_filled(cell))
+    return (code, cells)
+
+
+def _cell_filled(cell) -> bool:
+    try:
+        cell.cell_contents  # noqa: B018 - an empty cell raises
+    except ValueError:
+        return False
+    return True
+
+
+def _class_key(cls: type, memo: dict[type, Hashable]) -> Hashable:
+    """A class by name and by the code of everything it defines itself, bases included."""
+    if cls not in memo:
+        own = tuple((name, _function_key(value)) for name, value in sorted(vars(cls).items()) if callable(value))
+        bases = tuple(_class_key(base, memo) for base in cls.__bases__ if base is not object)
+        memo[cls] = (cls.__module__, cls.__qualname__, own, bases)
+    return memo[cls]
 
 
 def _instance_forward_identity(module: torch.nn.Module) -> Hashable:

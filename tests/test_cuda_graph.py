@@ -241,3 +241,18 @@ def test_tome_settings_are_a_key_of_their_own_since_the_ratio_does_not_change_th
         half = tome_settings_key(unet)
     with apply_tome(unet, TokenMergingConfig(ratio=0.3)):
         assert tome_settings_key(unet) not in ((), half)
+
+
+def test_tome_applied_again_with_the_same_settings_keeps_the_fingerprint(unet):
+    """tomesd builds new block classes on every apply; the same code must not mean a new graph."""
+    with apply_tome(unet, TokenMergingConfig(ratio=0.5)):
+        first = module_fingerprint(unet)
+    with apply_tome(unet, TokenMergingConfig(ratio=0.5)):
+        assert module_fingerprint(unet) == first
+
+
+def test_two_attention_backends_from_the_same_factory_have_different_fingerprints(unet):
+    with apply_attention(unet, "sdp", None):
+        sdp = module_fingerprint(unet)
+    with apply_attention(unet, "sdp-math", None):
+        assert module_fingerprint(unet) != sdp
