@@ -311,3 +311,71 @@ def test_lazy_reading_loads_one_tensor_at_a_time(tmp_path, states):
     key = "model.diffusion_model.input_blocks.0.0.weight"
     assert tensors[key].shape == tuple(states["SD1"][key].shape)
     assert torch.equal(tensors[key].load(), states["SD1"][key])
+
+
+# --------------------------------------------------------------------------- CLI and read speed
+
+
+def test_cli_slims_and_prints_the_report(tmp_path, states, capsys):
+    from lib_speedkit import cli
+
+    source = write(tmp_path / "model.ckpt", states["SD1"])
+    assert cli.main(["slim", str(source), "--drop-vae"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"SD1: {source}\n  -> {tmp_path / 'model-slim.safetensors'}")
+    assert f"dropped {sum(k.startswith('model_ema.') for k in states['SD1'])} (EMA copy (model_ema.*))" in out
+    assert "tensors float32 -> float16" in out and "read speed, output:" in out
+    kept = len([k for k in states["SD1"] if not k.startswith(("model_ema.", "first_stage_model."))])
+    assert f"keys: {len(states['SD1'])} -> {kept}\n" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--dtype", "fp8"], "error: --dtype: dtype: 'fp8' is not allowed"),
+        (["--suffix", "a/b"], "error: --suffix: suffix:"),
+        (["--vae", "missing.pt"], "error: --vae: vae: missing.pt is not a file"),
+        (["--vae", "v.pt", "--drop-vae"], "error: --drop-vae: keep_vae"),
+    ],
+)
+def test_cli_errors_name_the_option_and_exit_2(tmp_path, states, capsys, argv, message):
+    from lib_speedkit import cli
+
+    source = write(tmp_path / "model.safetensors", states["SD1"])
+    assert cli.main(["slim", str(source), *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(message) and "Traceback" not in err
+
+
+def test_cli_refuses_an_unsafe_pickle_naming_the_flag(tmp_path, states, capsys):
+    from lib_speedkit import cli
+
+    path = tmp_path / "model.ckpt"
+    torch.save({"state_dict": states["SD1"], "callbacks": {"cb": Callback()}}, path)
+    assert cli.main(["slim", str(path), "--no-load-speed"]) == 2
+    assert "error: PATH: input: model.ckpt needs more than tensors" in capsys.readouterr().err
+    assert cli.main(["slim", str(path), "--no-load-speed", "--allow-unsafe-pickle", "--json"]) == 0
+    assert '"architecture": "SD1"' in capsys.readouterr().out
+
+
+def test_read_speed_is_measured_cold_and_warm_and_logged(tmp_path):
+    from lib_speedkit.slim.loadspeed import LoadSpeedLog, measure_load_speed
+
+    path = tmp_path / "blob.bin"
+    path.write_bytes(os.urandom(3 * 2**20))
+    record = measure_load_speed(path)
+    assert record["bytes"] == 3 * 2**20 and record["warm"]["megabytes"] == pytest.approx(3 * 2**20 / 1e6)
+    assert record["cold"] is not None or record["note"].startswith("warm only")
+    log = LoadSpeedLog(tmp_path / "speed.json")
+    log.record(record)
+    assert log.lookup(path) == record
+    path.write_bytes(b"changed")
+    assert log.lookup(path) is None  # another file now: the old figure does not apply
+
+
+def test_the_storage_hint_appears_only_for_a_slow_cold_read():
+    from lib_speedkit.slim.loadspeed import ReadMeasurement, storage_hint
+
+    assert "Storage is the bottleneck" in storage_hint(ReadMeasurement("cold", 40.0, 7000.0))
+    assert storage_hint(ReadMeasurement("cold", 3.0, 7000.0)) is None
+    assert storage_hint(ReadMeasurement("warm", 35.0, 7000.0)) is None
