@@ -94,6 +94,7 @@ def request_from_body(body: object) -> SlimRequest:
     if "checkpoint" not in body:
         raise PlanError("checkpoint", None, "a checkpoint from the WebUI's list (or a file path)")
     request = SlimRequest(**body)
+    SlimConfig(request.dtype, request.prune, None, request.keep_vae, request.overwrite, False, request.suffix)
     if not 1 <= request.steps <= 150:
         raise PlanError("steps", request.steps, "1 to 150")
     if request.size % 64 or not 64 <= request.size <= 2048:
@@ -137,7 +138,9 @@ def _missing_weights(model, output_keys: set[str]) -> list[str]:
     renamed = {
         sd_models.transform_checkpoint_dict_key(k, sd_models.checkpoint_dict_replacements_sd1) for k in output_keys
     }
-    expected = [k for k in model.state_dict() if not k.startswith("model_ema.")]
+    # sd_hijack wraps the text encoders and their token embeddings in modules that hold the original
+    # as `.wrapped`: the file's key has no such segment.
+    expected = [k.replace(".wrapped.", ".") for k in model.state_dict() if not k.startswith("model_ema.")]
     return [k for k in expected if k not in renamed and k not in output_keys]
 
 
