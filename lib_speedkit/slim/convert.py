@@ -190,8 +190,10 @@ def peak_rss_mb() -> float | None:
 def _convert(entry: Entry, overflow: list[str]):
     tensor = entry.source.load()
     if entry.dtype == torch.float16 and tensor.dtype in (torch.float32, torch.float64, torch.bfloat16):
-        if tensor.numel() and torch.isfinite(tensor).all() and tensor.abs().max() > FP16_MAX:
-            overflow.append(entry.name)
+        if tensor.numel():  # aminmax: no full-size temporary (abs() would copy the tensor)
+            low, high = torch.aminmax(tensor)
+            if max(float(high), -float(low)) > FP16_MAX and torch.isfinite(low) and torch.isfinite(high):
+                overflow.append(entry.name)
     return tensor.to(entry.dtype)
 
 
