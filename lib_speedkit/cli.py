@@ -4,6 +4,8 @@
       the preset on a running WebUI (POST /speedkit/v1/bench); prints the tab's table
   python -m lib_speedkit bench --standalone [--size sd15|tiny] [--steps N] [--runs N]
       no WebUI: an ldm UNet with random weights on this GPU (or CPU), each switch at UNet level
+  python -m lib_speedkit slim PATH [--dtype fp16|bf16|keep] [--no-prune] [--vae PATH] [--drop-vae] ...
+      a checkpoint -> a new pruned fp16 .safetensors beside it; prints the report (sizes, keys, read speed)
 
 Arguments are checked first, so mistakes fail before anything runs.
 """
@@ -39,7 +41,22 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--label", default="", help="stored with the result")
     bench.add_argument("--json", action="store_true", help="print the result JSON instead of the table")
     bench.add_argument("--timeout", type=float, default=3600, help="seconds to wait for the WebUI")
+    add_slim_parser(commands)
     return parser
+
+
+def add_slim_parser(commands) -> None:
+    slim = commands.add_parser("slim", help="a checkpoint -> a pruned fp16 safetensors file beside it")
+    slim.add_argument("path", help="a .safetensors, .ckpt or .pt checkpoint")
+    slim.add_argument("--dtype", default="fp16", help="fp16 (default), bf16, or keep (prune only)")
+    slim.add_argument("--no-prune", action="store_true", help="keep EMA copies and duplicate keys")
+    slim.add_argument("--vae", help="bake this VAE file in (replaces the checkpoint's VAE)")
+    slim.add_argument("--drop-vae", action="store_true", help="leave the VAE out (select one in the WebUI)")
+    slim.add_argument("--suffix", default="-slim", help="output name: NAME<suffix>.safetensors (default -slim)")
+    slim.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    slim.add_argument("--allow-unsafe-pickle", action="store_true", help="unpickle .ckpt files that need code")
+    slim.add_argument("--no-load-speed", action="store_true", help="skip the read-speed measurement")
+    slim.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
 def request_body(args: argparse.Namespace) -> dict:
@@ -94,8 +111,53 @@ def standalone(args: argparse.Namespace) -> int:
     return 0
 
 
+SLIM_OPTIONS = {
+    "dtype": "--dtype",
+    "prune": "--no-prune",
+    "vae": "--vae",
+    "keep_vae": "--drop-vae",
+    "suffix": "--suffix",
+    "overwrite": "--overwrite",
+    "input": "PATH",
+    "output": "--suffix/--overwrite",
+}
+
+
+def slim(args: argparse.Namespace) -> int:
+    """The slim subcommand; errors name the option and exit with 2."""
+    from .errors import SpeedkitError
+    from .slim import SlimConfig, slim_checkpoint
+    from .slim.loadspeed import measure_load_speed
+    from .slim.report import to_text
+
+    try:
+        config = SlimConfig(
+            dtype=args.dtype,
+            prune=not args.no_prune,
+            vae=args.vae,
+            keep_vae=not args.drop_vae,
+            overwrite=args.overwrite,
+            allow_unsafe_pickle=args.allow_unsafe_pickle,
+            suffix=args.suffix,
+        )
+        report = slim_checkpoint(args.path, config)
+    except SpeedkitError as error:
+        field = getattr(error, "field", None) or str(error).split(":", 1)[0]
+        message = str(error).replace("allow_unsafe_pickle (CLI: --allow-unsafe-pickle;", "--allow-unsafe-pickle (")
+        print(f"error: {SLIM_OPTIONS.get(field, field)}: {message}", file=sys.stderr)
+        return 2
+    result = report.as_dict()
+    if not args.no_load_speed:
+        result["checks"]["load_speed_source"] = measure_load_speed(report.source)
+        result["checks"]["load_speed_output"] = measure_load_speed(report.output)
+    print(json.dumps(result, indent=2) if args.json else to_text(result))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "slim":
+        return slim(args)
     if args.standalone:
         return standalone(args)
     try:

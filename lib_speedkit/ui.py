@@ -209,6 +209,7 @@ class BenchTabHost:
     history_frame: Callable
     history_plot_frame: Callable
     export: Callable[[str], Callable[[], str]]  # "csv" | "json" -> () -> file path
+    slim: Any = None  # ui_slim.SlimSectionHost: adds the "Slim a checkpoint" section
 
 
 def _size_number(label: str, name: str):
@@ -271,4 +272,9 @@ def build_bench_tab(host: BenchTabHost) -> gr.Blocks:
             button.click(fn=handler, _js="speedkit_bench_submit", inputs=inputs + controls.inputs(), outputs=outputs)
         export_csv.click(fn=host.export("csv"), outputs=[export_file])
         export_json.click(fn=host.export("json"), outputs=[export_file])
+        if host.slim is not None:
+            from .ui_slim import build_slim_section
+
+            with gr.Accordion("Slim a checkpoint", open=False, elem_id="speedkit_slim"):
+                build_slim_section(host.slim)
     return tab

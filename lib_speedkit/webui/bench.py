@@ -195,8 +195,15 @@ def webui_environment() -> dict:
             else "SD1"
             if getattr(model, "is_sd1", False)
             else "other",
+            "load_speed": _load_speed(info),
         },
     }
+
+
+def _load_speed(info) -> dict | None:
+    from .slim import environment_load_speed
+
+    return environment_load_speed(getattr(info, "filename", None))
 
 
 def _model_notes(preset: BenchPreset, environment: dict) -> list[str]:
@@ -468,6 +475,18 @@ def _export(kind: str):
     return export
 
 
+def slim_section_host():
+    from .. import ui_slim
+    from . import slim
+
+    return ui_slim.SlimSectionHost(
+        checkpoints=slim.checkpoint_choices,
+        vaes=slim.vae_choices,
+        run=call_queue.wrap_gradio_gpu_call(slim.tab_handler, extra_outputs=[None, []]),
+        unsafe_default=bool(getattr(shared.cmd_opts, "disable_safe_unpickle", False)),
+    )
+
+
 def create_tab():
     """on_ui_tabs: the Speedkit tab (layout in lib_speedkit.ui)."""
     import gradio as gr
@@ -490,6 +509,7 @@ def create_tab():
             history_frame=_history_frame,
             history_plot_frame=_history_plot_frame,
             export=_export,
+            slim=slim_section_host(),
         )
     )
     return [(tab, "Speedkit", "speedkit")]
@@ -501,3 +521,6 @@ def install() -> None:
 
     script_callbacks.on_ui_tabs(create_tab, name="speedkit_tab")
     script_callbacks.on_app_started(add_routes, name="speedkit_bench_routes")
+    from . import slim
+
+    script_callbacks.on_app_started(slim.add_routes, name="speedkit_slim_routes")

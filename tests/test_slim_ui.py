@@ -1,0 +1,63 @@
+"""The "Slim a checkpoint" section builds inside the Speedkit tab with its button wired (gradio 3.41)."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from lib_speedkit.bench.presets import PRESETS
+from lib_speedkit.ui import BenchTabHost, build_bench_tab
+from lib_speedkit.ui_slim import SlimSectionHost
+
+
+class StandInAccordion:
+    def __init__(self, value, label, elem_id):
+        import gradio as gr
+
+        self.box = gr.Checkbox(value=value, label=label, elem_id=elem_id)
+
+    def __enter__(self):
+        return self.box
+
+    def __exit__(self, *exc):
+        return False
+
+
+def build(slim):
+    host = BenchTabHost(
+        presets=list(PRESETS),
+        backend_choices=["keep", "sdp"],
+        unavailable={},
+        accordion_cls=StandInAccordion,
+        disabled_note=None,
+        run=lambda *args: None,
+        compare=lambda *args: None,
+        history_frame=lambda: pd.DataFrame({"timestamp": []}),
+        history_plot_frame=lambda: pd.DataFrame({"run": [], "sampler it/s": [], "configuration": []}),
+        export=lambda kind: lambda: f"/tmp/x.{kind}",
+        slim=slim,
+    )
+    tab = build_bench_tab(host)
+    return tab, {block.elem_id: block for block in tab.blocks.values() if getattr(block, "elem_id", None)}
+
+
+def test_the_slim_section_lists_models_and_vaes_and_wires_the_button():
+    slim = SlimSectionHost(
+        checkpoints=lambda: ["tiny.safetensors [039410f7bb]"],
+        vaes=lambda: ["None", "vae-ft-mse.safetensors"],
+        run=lambda *args: (None, [], ""),
+        unsafe_default=True,
+    )
+    tab, blocks = build(slim)
+    assert blocks["speedkit_slim"].label == "Slim a checkpoint"
+    assert blocks["speedkit_slim_checkpoint"].choices == ["tiny.safetensors [039410f7bb]"]
+    assert blocks["speedkit_slim_vae"].choices == ["None", "vae-ft-mse.safetensors"]
+    assert [value for value, _label in blocks["speedkit_slim_dtype"].choices] == ["fp16", "bf16", "keep"]
+    assert blocks["speedkit_slim_unsafe"].value is True  # the WebUI runs with --disable-safe-unpickle
+    run_id = blocks["speedkit_slim_run"]._id
+    (click,) = [d for d in tab.config["dependencies"] if d["targets"] == [run_id]]
+    assert len(click["inputs"]) == 11 and len(click["outputs"]) == 3
+
+
+def test_without_a_slim_host_the_tab_has_no_slim_section():
+    _tab, blocks = build(None)
+    assert "speedkit_slim" not in blocks
