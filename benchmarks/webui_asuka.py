@@ -105,27 +105,14 @@ def rerandomise_(module, seed: int) -> None:
 
 def write_checkpoint(root: Path, a1111: Path) -> Path:
     """configs/v1-inference.yaml at full size (UNet 320 ch, VAE, CLIP ViT-L/14 text), random, fp16."""
-    import ldm.modules.encoders.modules as encoders
     import torch
-    from ldm.util import instantiate_from_config
     from omegaconf import OmegaConf
     from safetensors.torch import save_file
-    from transformers import CLIPTextConfig, CLIPTextModel
 
     config = OmegaConf.load(str(a1111 / "configs" / "v1-inference.yaml"))
-
-    class RandomCLIPTextModel:  # no weights to download: random init from the cached config
-        @staticmethod
-        def from_pretrained(version):
-            return CLIPTextModel(CLIPTextConfig.from_pretrained(version))
-
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.manual_seed(SEED)
-    original, encoders.CLIPTextModel = encoders.CLIPTextModel, RandomCLIPTextModel
-    try:
-        model = instantiate_from_config(config.model)
-    finally:
-        encoders.CLIPTextModel = original
+    model = harness.instantiate_with_random_text_encoder(config.model)
     model.to(device)
     rerandomise_(model.model.diffusion_model, SEED)
     params = {name for name, _ in model.named_parameters()}

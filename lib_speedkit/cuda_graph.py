@@ -339,11 +339,11 @@ class GraphCache:
             captured = self.capturer.capture(forward, static_args, static_kwargs)
             _clone_output(captured.output)  # refuse outputs a replay could not hand back
         except (RuntimeError, NotGraphable) as error:  # incl. torch.OutOfMemoryError
-            self.failed[key] = _short_reason(error)
+            out_of_memory = isinstance(error, torch.OutOfMemoryError)
+            self.failed[key] = "out of memory while capturing" if out_of_memory else _short_reason(error)
             self.stats.capture_failures[_key_text(key)] = self.failed[key]
-            if isinstance(error, torch.OutOfMemoryError):
+            if out_of_memory:
                 self.release()  # give the memory back to eager mode
-                self.failed[key] = "out of memory while capturing"
             return None
         finally:
             self.stats.capture_seconds += time.perf_counter() - started

@@ -347,16 +347,17 @@ class Generation:
     def before_sampling(self) -> None:
         """Decide, for the pass about to run (first pass or hires), whether the UNet may be
         replayed from CUDA graphs and the Lora wrappers bypassed; networks are loaded by now."""
-        if self.record.refused:
+        if self.record.refused or not (self.plan.lean_step.enabled or self.plan.cuda_graph.enabled):
             return
-        if self.plan.lean_step.enabled:
-            self._update_lean_step()
-        if self.plan.cuda_graph.enabled:
-            self._update_cuda_graph()
-
-    def _update_lean_step(self) -> None:
         networks = lora_builtin()
-        blocker = lean_step_blocker(networks)
+        network_reason = network_blocker(networks)  # one look at the model's layers for both switches
+        if self.plan.lean_step.enabled:
+            self._update_lean_step(networks, network_reason)
+        if self.plan.cuda_graph.enabled:
+            self._update_cuda_graph(network_reason)
+
+    def _update_lean_step(self, networks, network_reason: str | None) -> None:
+        blocker = "the Lora built-in is not loaded, there is nothing to bypass" if networks is None else network_reason
         if blocker is None:
             if self.lean_undo is None:
                 self.lean_undo = bypass_lora_wrappers(networks)
@@ -365,10 +366,10 @@ class Generation:
             self._drop("lean_undo")
             self.note_once(f"lean step off for this pass: {blocker}")
 
-    def _update_cuda_graph(self) -> None:
+    def _update_cuda_graph(self, network_reason: str | None) -> None:
         unet = shared.sd_model.model.diffusion_model
         self._drop("graph_undo")
-        blocker = cuda_graph_blocker(self)
+        blocker = cuda_graph_blocker(self, network_reason)
         if blocker is None:
             if self.graph_stats_before is None:
                 self.graph_stats_before = GRAPHS.stats.as_json()
@@ -506,17 +507,12 @@ def lora_weights_still_applied() -> bool:
     return any(getattr(module, "network_current_names", ()) for module in shared.sd_model.modules())
 
 
-def loaded_network_count() -> int:
-    networks = lora_builtin()
-    return len(networks.loaded_networks) if networks is not None else 0
-
-
-def lean_step_blocker(networks) -> str | None:
-    """Why the Lora wrappers must stay for this pass (None: they may be bypassed)."""
-    if networks is None:
-        return "the Lora built-in is not loaded, there is nothing to bypass"
-    if networks.loaded_networks:
-        return f"{len(networks.loaded_networks)} LoRA/network(s) loaded"
+def network_blocker(networks) -> str | None:
+    """Why this pass must run the Lora built-in's layer code (None: it need not): networks are
+    loaded, or a previous network's weights are still to be restored by it. Both the lean step
+    and the CUDA graph must leave that code alone then."""
+    if networks is not None and networks.loaded_networks:
+        return f"{len(networks.loaded_networks)} LoRA/network(s) loaded (their layer code runs on every call)"
     if lora_weights_still_applied():
         return "a previous LoRA's weights are restored on this pass"
     return None
@@ -546,16 +542,14 @@ def lean_step_active() -> bool:
     return networks is not None and torch.nn.Linear.forward is not networks.network_Linear_forward
 
 
-def cuda_graph_blocker(generation: Generation) -> str | None:
+def cuda_graph_blocker(generation: Generation, network_reason: str | None) -> str | None:
     """Why this sampling pass cannot be replayed from CUDA graphs (None: it can)."""
     if shared.device.type != "cuda":
         return f"the WebUI runs on {shared.device.type}, CUDA graphs need a CUDA device"
-    if loaded_network_count():
-        return f"{loaded_network_count()} LoRA/network(s) loaded (their layer code runs on every call)"
+    if network_reason is not None:
+        return network_reason
     if shared.loaded_hypernetworks:
         return "hypernetworks loaded"
-    if lora_weights_still_applied():
-        return "a previous LoRA's weights are restored on this pass"
     if generation.tome is not None and generation.tome.use_rand:
         return "random ToMe draws new destinations on every call"
     from modules import sd_unet

@@ -332,17 +332,34 @@ def tiny_model_yaml(clip_dir: Path) -> dict:
     }
 
 
+def instantiate_with_random_text_encoder(model_config):
+    """Build an ldm model from its config with a randomly initialised CLIP text encoder: ldm's
+    FrozenCLIPEmbedder calls `CLIPTextModel.from_pretrained`, and offline there are no weights,
+    only the cached config. Seed torch first for a reproducible model."""
+    import ldm.modules.encoders.modules as encoders
+    from ldm.util import instantiate_from_config
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    class RandomCLIPTextModel:
+        @staticmethod
+        def from_pretrained(version):
+            return CLIPTextModel(CLIPTextConfig.from_pretrained(version))
+
+    original, encoders.CLIPTextModel = encoders.CLIPTextModel, RandomCLIPTextModel
+    try:
+        return instantiate_from_config(model_config)
+    finally:
+        encoders.CLIPTextModel = original
+
+
 def write_tiny_checkpoint(root: Path, final_root: Path | None = None) -> Path:
     """tiny-sd1.safetensors + tiny-sd1.yaml + tiny-clip/ under `root`; returns the checkpoint path.
 
     The yaml names tiny-clip/ by absolute path; `final_root` is where `root` will be moved to.
     """
-    import ldm.modules.encoders.modules as encoders
     import torch
-    from ldm.util import instantiate_from_config
     from omegaconf import OmegaConf
     from safetensors.torch import save_file
-    from transformers import CLIPTextConfig, CLIPTextModel
 
     sys.path.insert(0, str(REPO_ROOT))
     from lib_speedkit.bench.standalone import rerandomise  # no zero-initialised layer left
@@ -354,17 +371,8 @@ def write_tiny_checkpoint(root: Path, final_root: Path | None = None) -> Path:
     config = OmegaConf.create(tiny_model_yaml(clip_dir))
     OmegaConf.save(tiny_model_yaml((final_root or root) / clip_dir.name), root / f"{CHECKPOINT_NAME}.yaml")
 
-    class RandomCLIPTextModel:  # FrozenCLIPEmbedder calls from_pretrained; there are no weights to load
-        @staticmethod
-        def from_pretrained(version):
-            return CLIPTextModel(CLIPTextConfig.from_pretrained(version))
-
     torch.manual_seed(SEED)
-    original, encoders.CLIPTextModel = encoders.CLIPTextModel, RandomCLIPTextModel
-    try:
-        model = instantiate_from_config(config.model)
-    finally:
-        encoders.CLIPTextModel = original
+    model = instantiate_with_random_text_encoder(config.model)
     # ldm zero-initialises proj_out, the ResBlocks' last convs and the output conv: with those at
     # zero, attention cannot change the output. Re-randomise the whole UNet (fan-in scaled).
     rerandomise(model.model.diffusion_model, SEED)
