@@ -44,7 +44,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 EXTENSION_NAME = "sd-webui-speedkit"
 CLIP_REPO_ID = "openai/clip-vit-large-patch14"
 # Bump when anything the build writes changes; a cache built by another version is rebuilt.
-ASSETS_VERSION = "1"
+ASSETS_VERSION = "2"
 CHECKPOINT_NAME = "tiny-sd1"
 SEED = 1234
 
@@ -376,12 +376,40 @@ def write_tiny_checkpoint(root: Path, final_root: Path | None = None) -> Path:
     # ldm zero-initialises proj_out, the ResBlocks' last convs and the output conv: with those at
     # zero, attention cannot change the output. Re-randomise the whole UNet (fan-in scaled).
     rerandomise(model.model.diffusion_model, SEED)
+    give_text_encoder_an_offset(model.cond_stage_model, SEED)
+    check_text_encoder_mean(model.cond_stage_model)
 
     state = {name: tensor.detach().clone().contiguous() for name, tensor in model.state_dict().items()}
     path = root / f"{CHECKPOINT_NAME}.safetensors"
     # One metadata key only: safetensors writes several keys in random order, changing the sha256.
     save_file(state, str(path), metadata={"speedkit": f"tiny random SD1 for tests, assets v{ASSETS_VERSION}"})
     return path
+
+
+def give_text_encoder_an_offset(embedder, seed: int) -> None:
+    """A freshly initialised CLIP text model ends in a LayerNorm with bias 0, so every token vector
+    it outputs has mean 0 and the whole embedding's mean is float noise around 0. The WebUI's
+    default "Original" emphasis rescales by `old_mean / new_mean`, which is then 0/0 (NaN) or
+    huge. Real checkpoints have a learnt, non-zero bias: give the tiny one a random bias too."""
+    import torch
+
+    norm = embedder.transformer.text_model.final_layer_norm
+    generator = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        norm.bias.copy_(0.5 + 0.25 * torch.randn(norm.bias.shape, generator=generator))
+
+
+def check_text_encoder_mean(embedder) -> None:
+    """The tiny text encoder's embedding of test prompts has a mean well away from 0 (else the
+    WebUI's emphasis turns it into NaN: see give_text_encoder_an_offset)."""
+    import torch
+
+    prompts = ["", "a photograph of an astronaut riding a horse", "masterpiece, best quality, a cat"]
+    with torch.no_grad():
+        for prompt in prompts:
+            tokens = embedder.tokenizer([prompt], padding="max_length", max_length=77, return_tensors="pt")
+            mean = float(embedder.transformer(input_ids=tokens["input_ids"]).last_hidden_state.mean())
+            assert abs(mean) > 0.1, (prompt, mean)
 
 
 def _build(root: Path) -> None:
