@@ -129,6 +129,7 @@ def slim(args: argparse.Namespace) -> int:
     from .slim import SlimConfig, slim_checkpoint
     from .slim.loadspeed import measure_load_speed
     from .slim.report import to_text
+    from .slim.sources import UnsafePickleRefused
 
     try:
         config = SlimConfig(
@@ -143,7 +144,8 @@ def slim(args: argparse.Namespace) -> int:
         report = slim_checkpoint(args.path, config)
     except SpeedkitError as error:
         field = getattr(error, "field", None) or str(error).split(":", 1)[0]
-        message = str(error).replace("allow_unsafe_pickle (CLI: --allow-unsafe-pickle;", "--allow-unsafe-pickle (")
+        unsafe = isinstance(error, UnsafePickleRefused)
+        message = f"{error.refusal}; if you trust the file: --allow-unsafe-pickle" if unsafe else str(error)
         print(f"error: {SLIM_OPTIONS.get(field, field)}: {message}", file=sys.stderr)
         return 2
     result = report.as_dict()

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import re
-import resource
 import shutil
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -64,8 +64,9 @@ class SlimConfig:
             raise PlanError("suffix", self.suffix, "1-64 characters of A-Z a-z 0-9 . _ + - (no '..', no '/')")
 
 
-def output_path(source: Path, suffix: str) -> Path:
-    return source.with_name(source.stem + suffix + ".safetensors")
+def output_path(source: Path, suffix: str, folder: Path | None = None) -> Path:
+    """`<folder>/<source stem><suffix>.safetensors` (folder: beside the source by default)."""
+    return (folder or source.parent) / (source.stem + suffix + ".safetensors")
 
 
 @dataclass(frozen=True)
@@ -182,9 +183,24 @@ class SlimReport:
 
 
 def peak_rss_mb() -> float | None:
-    """This process's peak resident memory (Linux: KiB, macOS: bytes), or None elsewhere."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    """This process's peak resident memory in MB (over its whole life), or None where the
+    platform does not tell. `resource` exists only on POSIX: imported here, never at import time."""
+    try:
+        import resource
+    except ImportError:
+        return _peak_working_set_mb()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # Linux: KiB, macOS: bytes
     return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
+
+
+def _peak_working_set_mb() -> float | None:
+    """Windows: psutil's peak working set (installed with the extension), else None."""
+    try:
+        import psutil
+    except ImportError:
+        return None
+    peak = getattr(psutil.Process().memory_info(), "peak_wset", None)
+    return peak / 2**20 if peak else None
 
 
 def _convert(entry: Entry, overflow: list[str]):
@@ -250,18 +266,21 @@ def check_output_free(target: Path, config: SlimConfig, source: Path) -> None:
             raise SlimError(f"output: {path} exists; choose another suffix or allow overwriting (overwrite)")
 
 
-def slim_checkpoint(source: str | Path, config: SlimConfig) -> SlimReport:
-    """Convert `source` into a new slim safetensors file beside it; returns the report.
+def slim_checkpoint(
+    source: str | Path, config: SlimConfig, output_folder: Path | None = None, torch_load: Callable = torch.load
+) -> SlimReport:
+    """Convert `source` into a new slim safetensors file in `output_folder` (default: beside the
+    source); returns the report. `torch_load`: PyTorch's own loader (see sources.open_checkpoint).
 
     Raises PlanError / SlimError (naming the option or file) before anything is written; a failure
     or interruption while writing leaves no output file behind.
     """
     started = time.perf_counter()
     source = Path(source)
-    checkpoint = open_checkpoint(source, config.allow_unsafe_pickle, "input")
-    target = output_path(source, config.suffix)
+    checkpoint = open_checkpoint(source, config.allow_unsafe_pickle, "input", torch_load)
+    target = output_path(source, config.suffix, output_folder)
     check_output_free(target, config, source)
-    vae = open_checkpoint(config.vae, config.allow_unsafe_pickle, "vae") if config.vae else None
+    vae = open_checkpoint(config.vae, config.allow_unsafe_pickle, "vae", torch_load) if config.vae else None
     plan = plan_keys(checkpoint, config, vae)
     overflow = write_checkpoint(plan, target, slim_metadata(checkpoint, plan, config), config.overwrite)
     yaml = copy_yaml(source, target, config.overwrite)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import pickle
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,10 +21,16 @@ from .safetensors_io import SlimError, TensorInfo, read_tensors
 
 SAFETENSORS_SUFFIXES = (".safetensors",)
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
-UNSAFE_HINT = (
-    "refused because unpickling it could run code. If you trust the file, allow it with "
-    "allow_unsafe_pickle (CLI: --allow-unsafe-pickle; the WebUI's own --disable-safe-unpickle does the same)"
-)
+UNSAFE_HINT = "if you trust the file, allow it with allow_unsafe_pickle"
+
+
+class UnsafePickleRefused(SlimError):
+    """A pickle needs more than tensors: reading it could run code. `refusal` is the message
+    without the hint on how to allow it, which each host (CLI, WebUI) words its own way."""
+
+    def __init__(self, refusal: str):
+        self.refusal = refusal
+        super().__init__(f"{refusal}; {UNSAFE_HINT}")
 
 
 @dataclass
@@ -36,8 +43,14 @@ class Checkpoint:
     skipped: list[str] = field(default_factory=list)  # non-tensor entries and training state
 
 
-def open_checkpoint(path: str | Path, allow_unsafe_pickle: bool = False, what: str = "input") -> Checkpoint:
-    """Open a checkpoint or VAE file; SlimError (starting with `what`) when it cannot be used."""
+def open_checkpoint(
+    path: str | Path, allow_unsafe_pickle: bool = False, what: str = "input", torch_load: Callable = torch.load
+) -> Checkpoint:
+    """Open a checkpoint or VAE file; SlimError (starting with `what`) when it cannot be used.
+
+    `torch_load`: PyTorch's own loader. A host that replaces `torch.load` with a checker of its
+    own (the WebUI's safe unpickler returns None for what it refuses) passes the original here;
+    this module's `weights_only` rule is the check."""
     path = Path(path)
     if not path.is_file():
         raise SlimError(f"{what}: {path} is not a file")
@@ -49,25 +62,26 @@ def open_checkpoint(path: str | Path, allow_unsafe_pickle: bool = False, what: s
             raise SlimError(f"{what}: {error}") from None
         return Checkpoint(path, tensors, metadata)
     if suffix in PICKLE_SUFFIXES:
-        return _open_pickle(path, allow_unsafe_pickle, what)
+        return _open_pickle(path, allow_unsafe_pickle, what, torch_load)
     allowed = ", ".join(SAFETENSORS_SUFFIXES + PICKLE_SUFFIXES)
     raise SlimError(f"{what}: {path.name} has the extension {suffix or '(none)'!r}; expected one of {allowed}")
 
 
-def _torch_load(path: Path, allow_unsafe_pickle: bool, what: str):
+def _torch_load(path: Path, allow_unsafe_pickle: bool, what: str, torch_load: Callable):
     try:
         try:
-            return torch.load(path, map_location="cpu", weights_only=not allow_unsafe_pickle, mmap=True)
+            return torch_load(path, map_location="cpu", weights_only=not allow_unsafe_pickle, mmap=True)
         except RuntimeError as error:
             if "mmap" not in str(error):
                 raise
             # legacy (pre-zip) serialisation cannot be memory-mapped
-            return torch.load(path, map_location="cpu", weights_only=not allow_unsafe_pickle)
+            return torch_load(path, map_location="cpu", weights_only=not allow_unsafe_pickle)
     except pickle.UnpicklingError as error:
         if "Weights only load failed" in str(error):
             reason = _first_reason(str(error))
-            raise SlimError(
-                f"{what}: {path.name} needs more than tensors to unpickle ({reason}); {UNSAFE_HINT}"
+            raise UnsafePickleRefused(
+                f"{what}: {path.name} needs more than tensors to unpickle ({reason}): refused, because unpickling "
+                "it could run code"
             ) from None
         raise SlimError(f"{what}: {path.name} is not a readable checkpoint ({error})") from None
     except (zipfile.BadZipFile, EOFError, RuntimeError, ValueError, OSError, AttributeError, ImportError) as error:
@@ -82,8 +96,8 @@ def _first_reason(message: str) -> str:
     return message.splitlines()[0].strip()
 
 
-def _open_pickle(path: Path, allow_unsafe_pickle: bool, what: str) -> Checkpoint:
-    loaded = _torch_load(path, allow_unsafe_pickle, what)
+def _open_pickle(path: Path, allow_unsafe_pickle: bool, what: str, torch_load: Callable) -> Checkpoint:
+    loaded = _torch_load(path, allow_unsafe_pickle, what, torch_load)
     if not isinstance(loaded, dict):
         raise SlimError(f"{what}: {path.name} holds a {type(loaded).__name__}, not a state dict")
     skipped = []

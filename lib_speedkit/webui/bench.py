@@ -401,7 +401,9 @@ def bench_endpoint(body: dict):
 
 
 def add_routes(_demo, app) -> None:
-    app.add_api_route("/speedkit/v1/bench", bench_endpoint, methods=["POST"])
+    from .access import add_route
+
+    add_route(app, "/speedkit/v1/bench", bench_endpoint, ["POST"], needs_api=True)
 
 
 # --------------------------------------------------------------------------- the tab
@@ -483,7 +485,8 @@ def slim_section_host():
         checkpoints=slim.checkpoint_choices,
         vaes=slim.vae_choices,
         run=call_queue.wrap_gradio_gpu_call(slim.tab_handler, extra_outputs=[None, []]),
-        unsafe_default=bool(getattr(shared.cmd_opts, "disable_safe_unpickle", False)),
+        unsafe_blocked=slim.tab_may_allow_unsafe_pickles(),
+        webui_unsafe=slim.webui_allows_unsafe_pickles(),
     )
 
 

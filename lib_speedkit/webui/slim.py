@@ -12,40 +12,31 @@ from __future__ import annotations
 import html
 import os
 from contextlib import closing
-from dataclasses import dataclass, fields
+from dataclasses import replace
 from pathlib import Path
 
-from modules import call_queue, paths_internal, processing, sd_models, sd_vae, shared
+from modules import call_queue, paths_internal, processing, safe, sd_models, sd_vae, shared
 
 from ..bench import imagediff
-from ..errors import PlanError, SpeedkitError
+from ..errors import SpeedkitError
 from ..slim import SlimConfig, slim_checkpoint
 from ..slim.loadspeed import LoadSpeedLog, measure_load_speed
 from ..slim.report import to_html
-from ..slim.safetensors_io import read_header
+from ..slim.request import NO_VAE, SlimChecks, SlimRequest, request_from_body, tab_allows_unsafe_pickles
+from ..slim.safetensors_io import SlimError, read_header
+from ..slim.sources import UnsafePickleRefused
+from .model_files import resolve_checkpoint, resolve_vae
 
-NO_VAE = "None"
 CHECK_PROMPT = "a photograph of an astronaut riding a horse"
 CHECK_SEED = 1234
-
-
-@dataclass(frozen=True)
-class SlimRequest:
-    """A slimming request from the tab or the API (checkpoint and VAE by list name or path)."""
-
-    checkpoint: str
-    dtype: str = "fp16"
-    prune: bool = True
-    vae: str = NO_VAE
-    keep_vae: bool = True
-    suffix: str = "-slim"
-    overwrite: bool = False
-    allow_unsafe_pickle: bool = False
-    load_test: bool = True
-    compare_images: bool = False
-    load_speed: bool = True
-    steps: int = 20
-    size: int = 512
+UNSAFE_IN_THE_WEBUI = (
+    "if you trust the file: the Speedkit tab's 'Allow unsafe pickles' (with its confirmation), or start the "
+    "WebUI with --disable-safe-unpickle"
+)
+UNSAFE_FROM_NETWORK = (
+    "this WebUI is reachable from the network (--listen, --share, --server-name): unsafe pickles only with "
+    "--enable-insecure-extension-access, as for installing extensions, or --disable-safe-unpickle"
+)
 
 
 def load_speed_log() -> LoadSpeedLog:
@@ -61,45 +52,16 @@ def vae_choices() -> list[str]:
     return [NO_VAE, *sd_vae.vae_dict]
 
 
-def resolve_checkpoint(name: str) -> str:
-    info = sd_models.checkpoints_list.get(name) or sd_models.get_closet_checkpoint_match(name or "")
-    if info is not None:
-        return info.filename
-    if name and os.path.isfile(name):
-        return name
-    raise PlanError("checkpoint", name, "a checkpoint from the WebUI's list (or a file path)")
+def webui_allows_unsafe_pickles() -> bool:
+    """The WebUI's own flag: it unpickles checkpoints without checks itself then."""
+    return bool(getattr(shared.cmd_opts, "disable_safe_unpickle", False))
 
 
-def resolve_vae(name: str) -> str | None:
-    if not name or name == NO_VAE:
-        return None
-    if name in sd_vae.vae_dict:
-        return sd_vae.vae_dict[name]
-    if os.path.isfile(name):
-        return name
-    raise PlanError("vae", name, "a VAE from the WebUI's list, a file path, or None")
-
-
-def request_from_body(body: object) -> SlimRequest:
-    """Validate a POST body; PlanError names the field."""
-    if not isinstance(body, dict):
-        raise PlanError("body", body, "a JSON object")
-    names = [f.name for f in fields(SlimRequest)]
-    for key, value in body.items():
-        if key not in names:
-            raise PlanError(key, value, "one of: " + ", ".join(names))
-        expected = type(getattr(SlimRequest, key, "")) if key != "checkpoint" else str
-        if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-            raise PlanError(key, value, f"a {expected.__name__}")
-    if "checkpoint" not in body:
-        raise PlanError("checkpoint", None, "a checkpoint from the WebUI's list (or a file path)")
-    request = SlimRequest(**body)
-    SlimConfig(request.dtype, request.prune, None, request.keep_vae, request.overwrite, False, request.suffix)
-    if not 1 <= request.steps <= 150:
-        raise PlanError("steps", request.steps, "1 to 150")
-    if request.size % 64 or not 64 <= request.size <= 2048:
-        raise PlanError("size", request.size, "64 to 2048, a multiple of 64")
-    return request
+def tab_may_allow_unsafe_pickles() -> str | None:
+    """Why the tab may not offer unsafe unpickling (None: it may, after the confirmation)."""
+    if getattr(shared.cmd_opts, "disable_extension_access", False):
+        return UNSAFE_FROM_NETWORK
+    return None
 
 
 # --------------------------------------------------------------------------- checks
@@ -111,9 +73,9 @@ def generate_check_image(request: SlimRequest):
         sd_model=shared.sd_model,
         prompt=CHECK_PROMPT,
         seed=CHECK_SEED,
-        steps=request.steps,
-        width=request.size,
-        height=request.size,
+        steps=request.checks.steps,
+        width=request.checks.size,
+        height=request.checks.size,
         sampler_name="Euler",
         cfg_scale=7.0,
         do_not_save_samples=True,
@@ -149,12 +111,12 @@ def load_checks(request: SlimRequest, source: str, result: dict, output_keys: se
     checks, images = {}, []
     previous = getattr(shared.sd_model, "sd_checkpoint_info", None)
     try:
-        if request.compare_images:
+        if request.checks.compare_images:
             _load(source)
             images.append(generate_check_image(request))
         model = _load(result["output"])
         missing = _missing_weights(model, output_keys)
-        vae_dropped = not request.keep_vae
+        vae_dropped = not request.config.keep_vae
         missing_real = [k for k in missing if not (vae_dropped and k.startswith("first_stage_model."))]
         checks["load_test"] = {
             "ok": not missing_real,
@@ -169,7 +131,7 @@ def load_checks(request: SlimRequest, source: str, result: dict, output_keys: se
             )
             + ("; the VAE is not in the file: select one in Settings → SD VAE" if vae_dropped else ""),
         }
-        if request.compare_images:
+        if request.checks.compare_images:
             images.append(generate_check_image(request))
             checks["image_difference"] = imagediff.compare(images[0], images[1]).as_dict()
     finally:
@@ -182,33 +144,32 @@ def load_checks(request: SlimRequest, source: str, result: dict, output_keys: se
 # --------------------------------------------------------------------------- running
 
 
-def run_request(request: SlimRequest) -> tuple[dict, list]:
-    """Slim, then the checks. Call with the queue lock held. Raises SpeedkitError for bad input."""
-    source = resolve_checkpoint(request.checkpoint)
-    allow = request.allow_unsafe_pickle or bool(getattr(shared.cmd_opts, "disable_safe_unpickle", False))
-    config = SlimConfig(
-        dtype=request.dtype,
-        prune=request.prune,
-        vae=resolve_vae(request.vae),
-        keep_vae=request.keep_vae,
-        overwrite=request.overwrite,
-        allow_unsafe_pickle=allow,
-        suffix=request.suffix,
-    )
+def run_request(request: SlimRequest, allow_unsafe_pickle: bool = False) -> tuple[dict, list]:
+    """Slim, then the checks. Call with the queue lock held. Raises SpeedkitError for bad input.
+    Unsafe pickles are read with the WebUI's --disable-safe-unpickle, or when the caller (the tab,
+    after its confirmation) says so: never because a request body asked."""
+    source, output_folder = resolve_checkpoint(request.checkpoint)
+    vae = resolve_vae(request.vae)
+    allow = allow_unsafe_pickle or webui_allows_unsafe_pickles()
+    config = replace(request.config, vae=str(vae) if vae else None, allow_unsafe_pickle=allow)
     shared.state.textinfo = "Speedkit: slimming the checkpoint"
-    report = slim_checkpoint(source, config)
+    try:
+        report = slim_checkpoint(source, config, output_folder, torch_load=safe.unsafe_torch_load)
+    except UnsafePickleRefused as error:
+        raise SlimError(f"{error.refusal}; {UNSAFE_IN_THE_WEBUI}") from None
     result = report.as_dict()
     output_keys = set(read_header(Path(report.output))[0])
     sd_models.list_models()  # the new file appears in the checkpoint list
     images = []
-    if request.load_speed:
+    checks = request.checks
+    if checks.load_speed:
         for label, path in (("source", report.source), ("output", report.output)):
             record = measure_load_speed(path)
             load_speed_log().record(record)
             result["checks"][f"load_speed_{label}"] = record
-    if request.load_test or request.compare_images:
-        checks, images = load_checks(request, source, result, output_keys)
-        result["checks"] |= checks
+    if checks.load_test or checks.compare_images:
+        load_results, images = load_checks(request, source, result, output_keys)
+        result["checks"] |= load_results
     return result, images
 
 
@@ -228,23 +189,20 @@ def slim_endpoint(body: dict):
     return result
 
 
-def tab_handler(checkpoint, dtype, prune, vae, keep_vae, suffix, overwrite, allow_unsafe, load_test, compare, speed):
+def tab_handler(checkpoint, dtype, prune, vae, keep_vae, suffix, overwrite, unsafe, unsafe_confirmed, *checks):
     """The tab's Slim button: (report JSON, images, report HTML); errors as a message, not a traceback."""
+    load_test, compare, speed = checks
     try:
+        allow_unsafe = tab_allows_unsafe_pickles(bool(unsafe), bool(unsafe_confirmed), tab_may_allow_unsafe_pickles())
         request = SlimRequest(
             checkpoint=checkpoint or "",
-            dtype=dtype,
-            prune=bool(prune),
             vae=vae or NO_VAE,
-            keep_vae=bool(keep_vae),
-            suffix=suffix or "",
-            overwrite=bool(overwrite),
-            allow_unsafe_pickle=bool(allow_unsafe),
-            load_test=bool(load_test),
-            compare_images=bool(compare),
-            load_speed=bool(speed),
+            config=SlimConfig(
+                dtype=dtype, prune=bool(prune), keep_vae=bool(keep_vae), overwrite=bool(overwrite), suffix=suffix or ""
+            ),
+            checks=SlimChecks(load_test=bool(load_test), compare_images=bool(compare), load_speed=bool(speed)),
         )
-        result, images = run_request(request)
+        result, images = run_request(request, allow_unsafe_pickle=allow_unsafe)
     except SpeedkitError as error:
         return None, [], f"<p class='speedkit_error'>Slimming refused: {html.escape(str(error))}</p>"
     return result, images, to_html(result)
@@ -268,4 +226,6 @@ def environment_load_speed(filename: str | None) -> dict | None:
 
 
 def add_routes(_demo, app) -> None:
-    app.add_api_route("/speedkit/v1/slim", slim_endpoint, methods=["POST"])
+    from .access import add_route
+
+    add_route(app, "/speedkit/v1/slim", slim_endpoint, ["POST"], needs_api=True)

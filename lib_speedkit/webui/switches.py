@@ -806,7 +806,9 @@ def status() -> dict:
 
 
 def _on_app_started(_demo, app) -> None:
-    app.add_api_route("/speedkit/v1/status", status, methods=["GET"])
+    from .access import add_route
+
+    add_route(app, "/speedkit/v1/status", status, ["GET"], needs_api=False)
 
 
 # --------------------------------------------------------------------------- XYZ plot axes

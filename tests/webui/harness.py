@@ -49,15 +49,14 @@ CHECKPOINT_NAME = "tiny-sd1"
 SEED = 1234
 
 # The flags the WebUI runs with (all exist in modules/cmd_args.py of v1.10.1). --no-half: CPU.
-# --disable-safe-unpickle only matters for .ckpt files; kept so a pickled checkpoint would load too.
+# The WebUI's default safe unpickling stays on (the test checkpoint is a safetensors file).
+# --api is added unless a server is started without it (WebUIServer(api=False)).
 BASE_ARGS = (
     "--skip-prepare-environment",
     "--skip-install",
     "--use-cpu",
     "all",
     "--no-half",
-    "--api",
-    "--disable-safe-unpickle",
     "--no-download-sd-model",
     "--do-not-download-clip",
     "--server-name",
@@ -444,10 +443,25 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def http_json(url: str, payload: dict | None = None, timeout: float = 600) -> object:
-    """GET (payload None) or POST JSON; returns the decoded answer. Raises urllib errors."""
+def basic_auth_header(auth: tuple[str, str]) -> dict[str, str]:
+    import base64
+
+    token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
+
+
+def http_json(
+    url: str,
+    payload: dict | None = None,
+    timeout: float = 600,
+    auth: tuple[str, str] | None = None,
+    headers: dict[str, str] | None = None,
+) -> object:
+    """GET (payload None) or POST JSON (HTTP Basic `auth`, extra `headers`); returns the decoded
+    answer. Raises urllib errors."""
     data = None if payload is None else json.dumps(payload).encode()
-    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    all_headers = {"Content-Type": "application/json", **(basic_auth_header(auth) if auth else {}), **(headers or {})}
+    request = urllib.request.Request(url, data=data, headers=all_headers)
     with urllib.request.urlopen(request, timeout=timeout) as response:
         return json.loads(response.read().decode())
 
@@ -467,6 +481,8 @@ class WebUIServer:
         extra_args: tuple[str, ...] = (),
         extra_extensions: dict[str, Path | str] | None = None,
         api_only: bool = False,
+        api: bool = True,
+        auth: tuple[str, str] | None = None,
         startup_timeout: float = 300,
         workdir: Path | str | None = None,
         keep_workdir: bool | None = None,
@@ -480,6 +496,8 @@ class WebUIServer:
         # Extension folder name -> source folder; each is symlinked into <data dir>/extensions.
         self.extensions = {EXTENSION_NAME: REPO_ROOT, **(extra_extensions or {})}
         self.api_only = api_only
+        self.api = api or api_only
+        self.auth = auth  # credentials the readiness check sends (the server's --api-auth / --gradio-auth)
         self.startup_timeout = startup_timeout
         self._workdir_arg = Path(workdir) if workdir else None
         self.workdir: Path | None = None
@@ -516,6 +534,8 @@ class WebUIServer:
         args += ["--data-dir", str(self.data_dir), "--ckpt", str(self.assets.checkpoint)]
         if self.api_only:
             args.append("--nowebui")
+        elif self.api:
+            args.append("--api")
         return args + list(self.extra_args)
 
     def environment(self) -> dict[str, str]:
@@ -572,9 +592,10 @@ class WebUIServer:
             if self.process.poll() is not None:
                 raise RuntimeError(f"WebUI exited with code {self.process.returncode}:\n{self.log_tail()}")
             try:
-                http_json(self.url + "/sdapi/v1/sd-models", timeout=10)
+                if self.api:
+                    http_json(self.url + "/sdapi/v1/sd-models", timeout=10, auth=self.auth)
                 # Extension routes are added in on_app_started, after the API answers.
-                http_json(self.url + "/speedkit/v1/status", timeout=10)
+                http_json(self.url + "/speedkit/v1/status", timeout=10, auth=self.auth)
                 return
             except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
                 pass

@@ -58,10 +58,14 @@ def set_number(page, elem_id: str, value) -> None:
 
 
 def open_accordion(page, tab: str) -> None:
+    """Open the accordion and wait until its hidden checkbox follows (Gradio's JS sets it a moment
+    after the click; on a busy machine that moment is long)."""
+    from playwright.sync_api import expect
+
     checkbox = page.locator(f"#script_{tab}_speedkit_enabled-checkbox input")
     if not checkbox.is_checked():
         page.locator(f"#script_{tab}_speedkit_enabled .label-wrap").click()
-    assert checkbox.is_checked()
+    expect(checkbox).to_be_checked(timeout=30_000)
 
 
 def choose(page, elem_id: str, value: str) -> None:
@@ -70,6 +74,8 @@ def choose(page, elem_id: str, value: str) -> None:
 
 
 def test_accordion_generates_with_the_chosen_switches_and_pastes_back(webui, page):
+    from playwright.sync_api import expect
+
     page.locator("#txt2img_prompt textarea").fill("masterpiece, a cat sitting on a chair")
     set_number(page, "txt2img_steps", 4)
     set_number(page, "txt2img_width", 64)
@@ -97,7 +103,7 @@ def test_accordion_generates_with_the_chosen_switches_and_pastes_back(webui, pag
 
     # Close the accordion, then paste the image's parameters back through the prompt box.
     page.locator("#script_txt2img_speedkit_enabled .label-wrap").click()
-    assert not page.locator("#script_txt2img_speedkit_enabled-checkbox input").is_checked()
+    expect(page.locator("#script_txt2img_speedkit_enabled-checkbox input")).not_to_be_checked(timeout=30_000)
     parameters = http_json(webui.url + "/sdapi/v1/png-info", {"image": _last_image(page)})["info"]
     page.locator("#txt2img_prompt textarea").fill(parameters)
     page.locator("#tab_txt2img #paste").click()
