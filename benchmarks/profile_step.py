@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from unet_step import time_calls, unet_inputs, use_device_timestep_embedding
 
 from lib_speedkit.apply import apply_plan
-from lib_speedkit.bench.standalone import SD15_UNET, build_unet
+from lib_speedkit.bench.models import SD15_UNET, build_unet
 from lib_speedkit.cuda_graph import GraphCache, apply_cuda_graph
 from lib_speedkit.plan import AttentionConfig, SpeedPlan
 

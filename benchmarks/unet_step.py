@@ -27,7 +27,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lib_speedkit.apply import apply_plan
-from lib_speedkit.bench.standalone import SD15_UNET, build_unet, rerandomise
+from lib_speedkit.bench.models import SD15_UNET, build_unet, rerandomise
 from lib_speedkit.cuda_graph import GraphCache, apply_cuda_graph
 from lib_speedkit.plan import AttentionConfig, ChannelsLastConfig, SpeedPlan, TokenMergingConfig
 

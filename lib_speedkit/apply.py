@@ -1,61 +1,167 @@
-"""Apply a whole SpeedPlan to a UNet, with one undo for everything.
+"""Apply a SpeedPlan: the one engine the library and the WebUI share.
 
-Order: channels-last, attention, ToMe; the undo reverses it. If applying a step fails, the steps
-already applied are undone before the error propagates, so a failed apply leaves the UNet as it
-was. Applying a plan to a UNet that already carries one first undoes the old one: plans never
-stack, and the newest undo restores the UNet as it was before the first.
+A plan's features are applied in a fixed order by *appliers*, one callable per feature that
+patches and returns an Undo. The library brings its own (`library_appliers`: the UNet patched
+directly); the WebUI passes its host appliers (attention switched through the host, the cutoff
+through its CFG denoiser, the lean step around its Lora built-in, graphs keyed on its state).
+Whatever the appliers, the engine owns the order, the undo and the rollback:
 
-The guidance cutoff does not patch the UNet: it is a policy for the CFG denoiser (guidance.py),
-handed out as `AppliedPlan.policy`.
+  * generation features (`channels_last`, `attention`, `tome`, `cutoff`) are applied once, by
+    `apply_plan`; pass features (`cuda_graph`, `lean_step`) for one sampling pass at a time, by
+    `AppliedPlan.begin_pass` / `end_pass` (whether they can run depends on that pass: its LoRAs,
+    its shape);
+  * an applier that cannot apply its feature *here* raises FeatureSkipped(reason): the feature is
+    left out, the reason is kept in `AppliedPlan.skipped`, and the rest of the plan applies;
+  * any other error undoes everything applied so far, then propagates: a failed apply leaves
+    the UNet exactly as it was;
+  * the AppliedPlan is the undo of everything (idempotent, a context manager).
+
+With `exclusive=True` (the default) applying a plan to a UNet that already carries one first
+undoes the old one: plans never stack.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 
 import torch
 
-from .attention import apply_attention
+from .attention import active_backend, apply_attention
+from .cuda_graph import GraphCache, apply_cuda_graph, graph_support, instance_forwards, module_fingerprint
+from .errors import FeatureSkipped
 from .guidance import CutoffPolicy
 from .memory_format import apply_channels_last
 from .plan import SpeedPlan
-from .tome import apply_tome
-from .undo import SLOTS, Undo, run_in_reverse
+from .tome import apply_tome, tome_settings_key
+from .undo import SLOTS, Undo, UndoStack
 
-Applier = Callable[[torch.nn.Module, SpeedPlan, "torch.dtype | None"], Undo]
+GENERATION_FEATURES = ("channels_last", "attention", "tome", "cutoff")
+PASS_FEATURES = ("cuda_graph", "lean_step")
+FEATURES = GENERATION_FEATURES + PASS_FEATURES
 
-APPLIERS: dict[str, Applier] = {
-    "channels_last": lambda unet, plan, dtype: apply_channels_last(unet, plan.channels_last.enabled),
-    "attention": lambda unet, plan, dtype: apply_attention(unet, plan.attention.backend, dtype),
-    "tome": lambda unet, plan, dtype: apply_tome(unet, plan.tome),
-}
-"""Feature name -> function applying that part of a plan, in application order."""
+Applier = Callable[[torch.nn.Module, SpeedPlan], Undo]
+"""(unet, plan) -> the undo of one feature; FeatureSkipped(reason) when it cannot apply here."""
+
+
+def feature_enabled(plan: SpeedPlan, feature: str) -> bool:
+    return bool(getattr(plan, feature).enabled)
 
 
 class AppliedPlan(Undo):
-    """The undo of a whole plan, plus what the sampler needs from it (the cutoff policy)."""
+    """A plan applied to a UNet: the undo of all of it, what was left out and why, and the
+    guidance cutoff's policy for the sampler."""
 
-    __slots__ = ("plan", "policy")
+    __slots__ = ("applied", "appliers", "plan", "skipped", "stack", "unet")
 
-    def __init__(self, undo: Undo, plan: SpeedPlan):
-        super().__init__(undo, f"plan {plan}")
+    def __init__(self, unet: torch.nn.Module, plan: SpeedPlan, appliers: Mapping[str, Applier], exclusive: bool):
+        self.unet = unet
         self.plan = plan
-        self.policy = CutoffPolicy(plan.cutoff)
+        self.appliers = appliers
+        self.stack = UndoStack()
+        self.applied: set[str] = set()
+        self.skipped: dict[str, str] = {}
+        if exclusive:
+            SLOTS.release(unet, "plan")
+            undo = SLOTS.occupy(unet, "plan", self.stack.unwind, "plan")
+        else:
+            undo = Undo(self.stack.unwind, "plan")
+        super().__init__(undo, f"plan {plan}")
+
+    @property
+    def policy(self) -> CutoffPolicy:
+        """When the CFG denoiser may skip the uncond pass (never, when the cutoff was skipped)."""
+        return CutoffPolicy(self.plan.cutoff) if "cutoff" in self.applied else CutoffPolicy()
+
+    def apply(self, features: Iterable[str], plan: SpeedPlan | None = None) -> None:
+        """Apply `features` (in engine order) as `plan` (default: the applied plan) asks."""
+        plan = plan or self.plan
+        wanted = set(features)
+        for feature in (f for f in FEATURES if f in wanted):
+            self.stack.drop(feature)
+            self.applied.discard(feature)
+            self.skipped.pop(feature, None)
+            if not feature_enabled(plan, feature):
+                continue
+            try:
+                self.stack.set(feature, self.appliers[feature](self.unet, plan))
+            except FeatureSkipped as skip:
+                self.skipped[feature] = skip.reason
+                continue
+            except BaseException:
+                self()
+                raise
+            self.applied.add(feature)
+
+    def begin_pass(self) -> None:
+        """Apply the pass features for the sampling pass about to run (ending the previous one)."""
+        self.apply(PASS_FEATURES)
+
+    def end_pass(self) -> None:
+        """Undo the pass features: nothing of a pass outlives it (decoding, nested generations)."""
+        for feature in PASS_FEATURES:
+            self.stack.drop(feature)
+            self.applied.discard(feature)
 
 
-def apply_plan(unet: torch.nn.Module, plan: SpeedPlan, compute_dtype: torch.dtype | None = None) -> AppliedPlan:
-    """Apply every UNet-level switch of `plan`; returns the undo (also a context manager).
+def apply_plan(
+    unet: torch.nn.Module,
+    plan: SpeedPlan,
+    compute_dtype: torch.dtype | None = None,
+    *,
+    appliers: Mapping[str, Applier] | None = None,
+    features: Iterable[str] = FEATURES,
+    exclusive: bool = True,
+) -> AppliedPlan:
+    """Apply `features` of `plan` to `unet` (default: all of them, with the library's appliers);
+    returns the undo (also a context manager).
 
     `compute_dtype` is the dtype the UNet computes in (e.g. torch.float16 under autocast); the
-    attention backend is checked against it.
+    library's attention applier checks the backend against it.
     """
-    SLOTS.release(unet, "plan")
-    applied: list[Undo] = []
-    try:
-        for apply_feature in APPLIERS.values():
-            applied.append(apply_feature(unet, plan, compute_dtype))
-    except BaseException:
-        run_in_reverse(applied)
-        raise
-    undo = SLOTS.occupy(unet, "plan", lambda: run_in_reverse(applied), "plan")
-    return AppliedPlan(undo, plan)
+    applied = AppliedPlan(unet, plan, appliers or library_appliers(compute_dtype), exclusive)
+    applied.apply(features)
+    return applied
+
+
+# --------------------------------------------------------------------------- the library's appliers
+
+
+def library_graph_key(unet: torch.nn.Module) -> tuple:
+    """What a graph of `unet` depends on beyond its call arguments, as the library patches it."""
+    return (module_fingerprint(unet), tome_settings_key(unet), active_backend(unet))
+
+
+def replaced_forwards_reason(unet: torch.nn.Module, allowed: Callable[[str, object], bool] | None = None) -> str | None:
+    """Why forwards replaced on module instances keep the graph off (None: there are none, or
+    `allowed(name, forward)` vouches for each: a host that keys its graphs on their state)."""
+    found = [name for name, forward in instance_forwards(unet).items() if not (allowed and allowed(name, forward))]
+    if not found:
+        return None
+    return (
+        f"{len(found)} UNet module(s) have their forward replaced on the instance (e.g. {found[0]}): a graph "
+        "would freeze the Python state that code reads"
+    )
+
+
+def library_appliers(compute_dtype: torch.dtype | None = None, graphs: GraphCache | None = None) -> dict[str, Applier]:
+    """Appliers that patch an ldm/sgm UNet directly (no host). `graphs`: the cache CUDA graphs
+    go to (default: a new one for this plan)."""
+
+    def cuda_graph(unet: torch.nn.Module, _plan: SpeedPlan) -> Undo:
+        cache = graphs if graphs is not None else GraphCache()
+        reason = graph_support(cache.capturer.device_type) or replaced_forwards_reason(unet)
+        if reason is not None:
+            raise FeatureSkipped(reason)
+        return apply_cuda_graph(unet, cache, library_graph_key(unet))
+
+    def lean_step(_unet: torch.nn.Module, _plan: SpeedPlan) -> Undo:
+        raise FeatureSkipped("the lean step bypasses the WebUI's Lora built-in, which only the WebUI has")
+
+    return {
+        "channels_last": lambda unet, plan: apply_channels_last(unet, True),
+        "attention": lambda unet, plan: apply_attention(unet, plan.attention.backend, compute_dtype),
+        "tome": lambda unet, plan: apply_tome(unet, plan.tome),
+        "cutoff": lambda unet, plan: Undo.nothing("cutoff: a policy the CFG denoiser reads"),
+        "cuda_graph": cuda_graph,
+        "lean_step": lean_step,
+    }

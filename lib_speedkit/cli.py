@@ -1,7 +1,7 @@
 """Command line for the Speedkit benchmark.
 
-  python -m lib_speedkit bench --url http://127.0.0.1:7860 [options]
-      the preset on a running WebUI (POST /speedkit/v1/bench); prints the tab's table
+  python -m lib_speedkit bench --url http://127.0.0.1:7860 [--auth USER:PASS] [options]
+      the preset on a running WebUI (POST /speedkit/v1/bench, which needs --api); prints the tab's table
   python -m lib_speedkit bench --standalone [--size sd15|tiny] [--steps N] [--runs N]
       no WebUI: an ldm UNet with random weights on this GPU (or CPU), each switch at UNet level
   python -m lib_speedkit slim PATH [--dtype fp16|bf16|keep] [--no-prune] [--vae PATH] [--drop-vae] ...
@@ -13,16 +13,22 @@ Arguments are checked first, so mistakes fail before anything runs.
 from __future__ import annotations
 
 import argparse
+import base64
 import json
+import os
 import sys
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
 
 from .bench import report
-from .bench.presets import PRESETS, get_preset
-from .errors import PlanError
-from .script_args import plan_from_args
+from .bench.presets import PRESETS
+from .bench.request import bench_request
+from .errors import PlanError, SpeedkitError
+
+PRESET_OPTIONS = ("batch_size", "batch_count", "runs", "warmup", "steps", "width", "height")
+STANDALONE_OPTIONS = ("size", "steps", "runs", "batch_size", "width", "json")
+"""Options the standalone bench reads; any other bench option with --standalone is an error."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--label", default="", help="stored with the result")
     bench.add_argument("--json", action="store_true", help="print the result JSON instead of the table")
     bench.add_argument("--timeout", type=float, default=3600, help="seconds to wait for the WebUI")
+    bench.add_argument(
+        "--auth", help="USER:PASS for a WebUI started with --api-auth or a login (default: $SPEEDKIT_AUTH)"
+    )
     add_slim_parser(commands)
     return parser
 
@@ -60,41 +69,53 @@ def add_slim_parser(commands) -> None:
 
 
 def request_body(args: argparse.Namespace) -> dict:
-    """The POST body; raises PlanError (naming the option) for bad values."""
-    overrides = {
-        name: getattr(args, name)
-        for name in ("batch_size", "batch_count", "runs", "warmup", "steps", "width", "height")
-        if getattr(args, name) is not None
-    }
-    get_preset(args.preset, overrides)  # validate here too: fail before anything runs
-    speedkit = None
+    """The POST body, validated as the WebUI will (bench/request.py); PlanError names the option."""
+    overrides = {name: getattr(args, name) for name in PRESET_OPTIONS if getattr(args, name) is not None}
+    body: dict = {"preset": args.preset, "overrides": overrides, "matrix": args.matrix, "label": args.label}
     if args.speedkit:
         try:
-            speedkit = json.loads(args.speedkit)
+            body["speedkit"] = json.loads(args.speedkit)
         except json.JSONDecodeError:
             raise PlanError("--speedkit", args.speedkit, 'a JSON list such as [true, "sdp"]') from None
-        if not isinstance(speedkit, list):
-            raise PlanError("--speedkit", args.speedkit, 'a JSON list such as [true, "sdp"]')
-        plan_from_args(speedkit)
-    body = {"preset": args.preset, "overrides": overrides, "matrix": args.matrix, "label": args.label}
-    if speedkit is not None:
-        body["speedkit"] = speedkit
+    try:
+        bench_request(body)
+    except PlanError as error:
+        name = "--speedkit" if error.field == "speedkit" else error.field
+        raise PlanError(name, error.value, error.allowed) from None
     return body
 
 
-def post(url: str, body: dict, timeout: float) -> dict:
+def post(url: str, body: dict, timeout: float, auth: str | None = None) -> dict:
+    headers = {"Content-Type": "application/json"}
+    if auth:
+        headers["Authorization"] = "Basic " + base64.b64encode(auth.encode()).decode()
     request = urllib.request.Request(
-        url.rstrip("/") + "/speedkit/v1/bench",
-        data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json"},
+        url.rstrip("/") + "/speedkit/v1/bench", data=json.dumps(body).encode(), headers=headers
     )
     with urllib.request.urlopen(request, timeout=timeout) as response:
         return json.loads(response.read().decode())
 
 
+def ignored_standalone_options(args: argparse.Namespace) -> list[str]:
+    """Bench options given with --standalone that it would not read (an error, not silence)."""
+    defaults = build_parser().parse_args(["bench", "--standalone"])
+    given = [
+        name
+        for name, value in vars(args).items()
+        if name not in (*STANDALONE_OPTIONS, "command", "standalone", "url") and value != getattr(defaults, name)
+    ]
+    return ["--" + name.replace("_", "-") for name in given]
+
+
 def standalone(args: argparse.Namespace) -> int:
     from .bench.standalone import StandaloneSettings, run_standalone, to_text
 
+    ignored = ignored_standalone_options(args)
+    if ignored:
+        print(
+            f"error: {', '.join(ignored)}: not used by the standalone bench (only --url runs presets)", file=sys.stderr
+        )
+        return 2
     settings = StandaloneSettings(
         size=args.size,
         steps=args.steps or 20,
@@ -106,7 +127,11 @@ def standalone(args: argparse.Namespace) -> int:
         if getattr(settings, name) < 1:
             print(f"error: --{name} must be at least 1", file=sys.stderr)
             return 2
-    result = run_standalone(settings, progress=lambda message: print(message, file=sys.stderr))
+    try:
+        result = run_standalone(settings, progress=lambda message: print(message, file=sys.stderr))
+    except SpeedkitError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     print(json.dumps(result, indent=2) if args.json else to_text(result))
     return 0
 
@@ -168,10 +193,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     try:
-        result = post(args.url, body, args.timeout)
+        result = post(args.url, body, args.timeout, args.auth or os.environ.get("SPEEDKIT_AUTH"))
     except urllib.error.HTTPError as error:
-        detail = json.loads(error.read().decode() or "{}").get("detail", error.reason)
-        print(f"error: the WebUI answered {error.code}: {detail}", file=sys.stderr)
+        print(f"error: the WebUI answered {error.code}: {http_error_detail(error)}", file=sys.stderr)
         return 1
     except urllib.error.URLError as error:
         print(f"error: cannot reach {args.url}: {error.reason} (is the WebUI running?)", file=sys.stderr)
@@ -181,3 +205,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         print(report.matrix_to_text(result) if args.matrix else report.to_text(result))
     return 0
+
+
+def http_error_detail(error: urllib.error.HTTPError) -> str:
+    """The `detail` of a JSON error body; the reason (and a hint for 401/404) otherwise."""
+    hints = {401: " (give --auth USER:PASS)", 404: " (is the WebUI running with --api?)"}
+    try:
+        detail = json.loads(error.read().decode() or "{}").get("detail")
+    except (ValueError, AttributeError):
+        detail = None
+    return f"{detail or error.reason}{hints.get(error.code, '')}"

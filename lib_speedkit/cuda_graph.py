@@ -41,6 +41,28 @@ from .undo import Undo
 
 DEFAULT_MAX_GRAPHS = 8
 WARMUP_CALLS = 2
+MIN_TORCH = (2, 4)
+"""Oldest torch the fast path runs on: it reads the autocast state by device type
+(`torch.is_autocast_enabled("cuda")`, `torch.get_autocast_dtype`), which came with 2.4. Tested on
+2.11 (GPU) and 2.13-2.14 (CPU stand-in). A1111 1.10.1's own installer brings 2.1.2: the switch is
+unavailable there, with this reason."""
+OUT_OF_MEMORY = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+
+
+def torch_version() -> tuple[int, int]:
+    major, minor = torch.__version__.split("+")[0].split(".")[:2]
+    return int(major), int("".join(c for c in minor if c.isdigit()) or 0)
+
+
+def graph_support(device_type: str = "cuda") -> str | None:
+    """Why CUDA graphs cannot run here (None: they can): a torch older than MIN_TORCH, or no
+    CUDA device for a CUDA capturer."""
+    if torch_version() < MIN_TORCH:
+        need = ".".join(map(str, MIN_TORCH))
+        return f"the CUDA-graph fast path needs torch >= {need} (this WebUI runs torch {torch.__version__})"
+    if device_type == "cuda" and not torch.cuda.is_available():
+        return "CUDA graphs need a CUDA device (none is available)"
+    return None
 
 
 # --------------------------------------------------------------------------- keys
@@ -104,14 +126,38 @@ def call_signature(args: tuple, kwargs: dict, device_type: str = "cuda") -> Call
     return CallSignature(arg_specs, kwarg_specs, autocast_state())
 
 
-def module_fingerprint(module: torch.nn.Module) -> Hashable:
+class Fingerprint:
+    """A hashable digest of a module's state, holding every object it names by identity (instance
+    forwards, closure contents) alive: while a graph keyed by it is cached, no such object can be
+    freed and its address reused by another one that would then look "the same"."""
+
+    __slots__ = ("digest", "refs")
+
+    def __init__(self, digest: int, refs: list[object]):
+        self.digest = digest
+        self.refs = refs
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Fingerprint) and other.digest == self.digest
+
+    def __hash__(self) -> int:
+        return self.digest
+
+    def __repr__(self) -> str:
+        return f"<Fingerprint {self.digest & 0xFFFFFFFF:08x}>"
+
+
+def module_fingerprint(module: torch.nn.Module) -> Fingerprint:
     """What a graph of `module` silently depends on: every parameter's and buffer's storage
     (address, shape, strides, dtype) and every submodule's class, forward function and hooks.
 
     The root's own hooks are left out: they run eagerly around every call, graph or not.
     Computed once per sampling pass (a few ms for an SD1.5 UNet), not per call. Weights changed
-    in place (same storage) need no new graph: a replay reads the current values.
+    in place (same storage) need no new graph: a replay reads the current values. Python state
+    read inside a forward (a flag an extension flips) is NOT seen: hosts must key on it or keep
+    such modules out of graphs (see `instance_forwards`).
     """
+    refs: list[object] = []
     tensors = tuple(
         (name, tensor.data_ptr(), tuple(tensor.shape), tuple(tensor.stride()), tensor.dtype)
         for name, tensor in (*module.named_parameters(), *module.named_buffers())
@@ -120,25 +166,36 @@ def module_fingerprint(module: torch.nn.Module) -> Hashable:
     modules = tuple(
         (
             name,
-            _class_key(type(sub), class_keys),
-            _instance_forward_identity(sub),
+            _class_key(type(sub), class_keys, refs),
+            _instance_forward_identity(sub, refs),
             tuple(sub._forward_pre_hooks) if sub is not module else (),
             tuple(sub._forward_hooks) if sub is not module else (),
         )
         for name, sub in module.named_modules()
     )
-    return hash((tensors, modules))
+    return Fingerprint(hash((tensors, modules)), refs)
 
 
-def _function_key(function: object) -> Hashable:
+PLAIN_VALUES = (int, float, str, bytes, bool, type(None), torch.dtype, torch.device)
+
+
+def _by_identity(value: object, refs: list[object]) -> Hashable:
+    """Plain immutable values by value; anything else by identity, kept alive in `refs`."""
+    if isinstance(value, PLAIN_VALUES):
+        return ("value", value)
+    refs.append(value)
+    return ("id", id(value))
+
+
+def _function_key(function: object, refs: list[object]) -> Hashable:
     """A function by its code and the objects its closure holds: two closures made by the same
     factory with other values differ; the same method re-created (tomesd builds its block classes
     anew on every apply) does not."""
     function = getattr(function, "__func__", function)
     code = getattr(function, "__code__", None)
     if code is None:
-        return id(function)
-    cells = tuple(id(cell.cell_contents) for cell in function.__closure__ or () if _cell_filled(cell))
+        return _by_identity(function, refs)
+    cells = tuple(_by_identity(cell.cell_contents, refs) for cell in function.__closure__ or () if _cell_filled(cell))
     return (code, cells)
 
 
@@ -150,22 +207,49 @@ def _cell_filled(cell) -> bool:
     return True
 
 
-def _class_key(cls: type, memo: dict[type, Hashable]) -> Hashable:
+def _class_key(cls: type, memo: dict[type, Hashable], refs: list[object]) -> Hashable:
     """A class by name and by the code of everything it defines itself, bases included."""
     if cls not in memo:
-        own = tuple((name, _function_key(value)) for name, value in sorted(vars(cls).items()) if callable(value))
-        bases = tuple(_class_key(base, memo) for base in cls.__bases__ if base is not object)
+        own = tuple((name, _function_key(value, refs)) for name, value in sorted(vars(cls).items()) if callable(value))
+        bases = tuple(_class_key(base, memo, refs) for base in cls.__bases__ if base is not object)
         memo[cls] = (cls.__module__, cls.__qualname__, own, bases)
     return memo[cls]
 
 
-def _instance_forward_identity(module: torch.nn.Module) -> Hashable:
+def _instance_forward_identity(module: torch.nn.Module, refs: list[object]) -> Hashable:
     forward = module.__dict__.get("forward")
     if forward is None:
         return None
     if isinstance(forward, GraphedForward):
         return "speedkit-graph"
-    return id(forward)
+    if is_class_forward(module, forward):
+        return None
+    return _by_identity(forward, refs)
+
+
+def is_class_forward(module: torch.nn.Module, forward: object) -> bool:
+    """True for an instance attribute that is just the class's own forward bound to the module
+    (what ControlNet leaves behind when it restores `model.forward = model._original_forward`)."""
+    return getattr(forward, "__self__", None) is module and getattr(forward, "__func__", None) is type(module).forward
+
+
+def instance_forwards(module: torch.nn.Module) -> dict[str, object]:
+    """Submodules (by name) whose forward something replaced on the instance: their Python state
+    (a flag, a random choice) is invisible to a graph's key. Speedkit's own forwards and a plain
+    re-bound class forward do not count."""
+    found = {}
+    for name, sub in module.named_modules():
+        forward = sub.__dict__.get("forward")
+        if forward is not None and not _known_forward(sub, forward):
+            found[name] = forward
+    return found
+
+
+def _known_forward(module: torch.nn.Module, forward: object) -> bool:
+    """Speedkit's own graph wrapper, a re-bound class forward, or a Speedkit attention backend's
+    forward (a pure function of the backend, which graph keys name)."""
+    own = isinstance(forward, GraphedForward) or getattr(forward, "speedkit_backend", None) is not None
+    return own or is_class_forward(module, forward)
 
 
 # --------------------------------------------------------------------------- capturing
@@ -282,6 +366,21 @@ class GraphStats:
             "capture_seconds": round(self.capture_seconds, 3),
         }
 
+    def since(self, before: dict) -> dict:
+        """What happened since `before` (an earlier `as_json()`): replays, captures, eager calls
+        by reason and capture time of that stretch (one sampling pass, one generation)."""
+        eager = {
+            reason: count - before["eager_calls"].get(reason, 0)
+            for reason, count in self.eager_calls.items()
+            if count - before["eager_calls"].get(reason, 0)
+        }
+        return {
+            "replays": self.replays - before["replays"],
+            "captures": self.captures - before["captures"],
+            "eager_calls": eager,
+            "capture_seconds": round(self.capture_seconds - before["capture_seconds"], 3),
+        }
+
 
 class GraphCache:
     """Captured graphs by (context key, call signature); least recently used evicted beyond
@@ -333,13 +432,13 @@ class GraphCache:
 
     def _capture(self, forward: Callable, key: Hashable, args: tuple, kwargs: dict) -> CapturedCall | None:
         started = time.perf_counter()
-        static_args = tuple(_static_copy(value) for value in args)
-        static_kwargs = {name: _static_copy(value) for name, value in kwargs.items()}
         try:
+            static_args = tuple(_static_copy(value) for value in args)
+            static_kwargs = {name: _static_copy(value) for name, value in kwargs.items()}
             captured = self.capturer.capture(forward, static_args, static_kwargs)
             _clone_output(captured.output)  # refuse outputs a replay could not hand back
-        except (RuntimeError, NotGraphable) as error:  # incl. torch.OutOfMemoryError
-            out_of_memory = isinstance(error, torch.OutOfMemoryError)
+        except (RuntimeError, NotGraphable) as error:  # incl. an out-of-memory error
+            out_of_memory = isinstance(error, OUT_OF_MEMORY)
             self.failed[key] = "out of memory while capturing" if out_of_memory else _short_reason(error)
             self.stats.capture_failures[_key_text(key)] = self.failed[key]
             if out_of_memory:
@@ -403,7 +502,8 @@ def apply_cuda_graph(
     existing = module.__dict__.get("forward")
     if isinstance(existing, GraphedForward):
         del module.__dict__["forward"]  # applying twice: the newer one replaces it
-    elif existing is not None:
+        existing = None
+    elif existing is not None and not is_class_forward(module, existing):
         raise SpeedkitError(f"the {type(module).__name__}'s forward is already replaced by another extension")
     key_function = context_key if callable(context_key) else (lambda: context_key)
     graphed = GraphedForward(module, cache, key_function)
@@ -411,7 +511,10 @@ def apply_cuda_graph(
 
     def remove() -> None:
         if module.__dict__.get("forward") is graphed:
-            del module.__dict__["forward"]
+            if existing is None:
+                del module.__dict__["forward"]
+            else:
+                module.forward = existing
 
     return Undo(remove, "cuda graph")
 

@@ -36,6 +36,15 @@ class BackendUnavailable(SpeedkitError, RuntimeError):
         super().__init__(f"attention backend {backend!r} is unavailable: {reason}")
 
 
+class FeatureSkipped(SpeedkitError):
+    """A feature of a plan cannot apply here (a LoRA is loaded, no CUDA device, ...): it is left
+    out, with `reason` noted, and the rest of the plan still applies."""
+
+    def __init__(self, reason: str):
+        self.reason = reason
+        super().__init__(reason)
+
+
 class PatchConflict(SpeedkitError, RuntimeError):
     """The model already carries a patch that lib_speedkit did not make and would have to remove."""
 

@@ -44,6 +44,8 @@ CUTOFF_DEFAULT_VALUES = {"off": 0.0, "sigma": 1.0, "fraction": 0.75, "adaptive":
 TOME_MAX_RATIO = 0.75
 TOME_DOWNSAMPLES = (1, 2, 4, 8)
 TOME_MAX_STRIDE = 8
+TOME_MAX_SEED = 2**64 - 1
+"""The largest seed torch's generators take (manual_seed refuses more)."""
 
 INFOTEXT_PREFIX = "Speedkit "
 KEY_ATTENTION = "Speedkit attention"
@@ -57,6 +59,20 @@ KEY_TOME_SEED = "Speedkit ToMe seed"
 KEY_CHANNELS_LAST = "Speedkit channels-last"
 KEY_CUDA_GRAPH = "Speedkit CUDA graph"
 KEY_LEAN_STEP = "Speedkit lean step"
+INFOTEXT_FEATURES = {
+    KEY_ATTENTION: "attention",
+    KEY_CUTOFF: "cutoff",
+    KEY_TOME: "tome",
+    KEY_TOME_HR: "tome",
+    KEY_TOME_DOWNSAMPLE: "tome",
+    KEY_TOME_STRIDE: "tome",
+    KEY_TOME_RANDOM: "tome",
+    KEY_TOME_SEED: "tome",
+    KEY_CHANNELS_LAST: "channels_last",
+    KEY_CUDA_GRAPH: "cuda_graph",
+    KEY_LEAN_STEP: "lean_step",
+}
+"""Infotext key -> the SpeedPlan feature it records."""
 
 
 def canonical_backend_name(name: str) -> str:
@@ -222,9 +238,10 @@ class TokenMergingConfig:
         if not self.use_rand:
             _set(self, "seed", None)
         elif self.seed is not None:
-            seed = _integer("tome.seed", self.seed, "an integer >= 0 or None")
-            if seed < 0:
-                raise PlanError("tome.seed", self.seed, "an integer >= 0 or None")
+            allowed = f"an integer from 0 to {TOME_MAX_SEED} (2**64 - 1), or None"
+            seed = _integer("tome.seed", self.seed, allowed)
+            if not 0 <= seed <= TOME_MAX_SEED:
+                raise PlanError("tome.seed", self.seed, allowed)
             _set(self, "seed", seed)
 
     @property
@@ -413,11 +430,18 @@ def _parse_attention(text: Mapping[str, str]) -> AttentionConfig:
     return AttentionConfig(text.get(KEY_ATTENTION, KEEP))
 
 
+def split_cutoff_text(text: str) -> tuple[str, str | None]:
+    """The one reader of cutoff text ("fraction 0.75", "sigma 1.5", "off"): (mode, value text or
+    None). Infotext always carries a value; an XYZ axis may give the mode alone (its default)."""
+    mode, _, value = text.strip().partition(" ")
+    return mode.strip().lower(), (value.strip() or None)
+
+
 def _parse_cutoff(text: Mapping[str, str]) -> GuidanceCutoffConfig:
     if KEY_CUTOFF not in text:
         return GuidanceCutoffConfig()
-    mode, _, value = text[KEY_CUTOFF].partition(" ")
-    return GuidanceCutoffConfig(mode.strip().lower(), float(value) if value.strip() else math.nan)
+    mode, value = split_cutoff_text(text[KEY_CUTOFF])
+    return GuidanceCutoffConfig(mode, float(value) if value is not None else math.nan)
 
 
 def _parse_tome(text: Mapping[str, str]) -> TokenMergingConfig:

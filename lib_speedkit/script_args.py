@@ -1,10 +1,13 @@
-"""The Speedkit script's arguments: their order (the UI's, so the API's positions), defaults and
-conversion into a SpeedPlan.
+"""The Speedkit script's arguments: the one home of every per-generation setting.
+
+Each `ScriptArg` carries the setting's name (its API position is its index here), type, default,
+the control's label and widget, its allowed choices or range, the SpeedPlan field it becomes and
+its XYZ-plot axis. Everything else is derived from this table: the accordion's controls and
+their order (ui.py), the API's positional order and its 422 messages, paste, the XYZ axes
+(webui/xyz.py) and the README's API table (a test compares them).
 
 The WebUI passes an AlwaysVisible script's values positionally, in the order `ui()` returns its
-components; API clients send the same list as `alwayson_scripts.speedkit.args`. This module is
-the single definition of that order, used by the UI builder, the adapter, the API validation and
-the README's API example.
+components; API clients send the same list as `alwayson_scripts.speedkit.args`.
 """
 
 from __future__ import annotations
@@ -15,8 +18,14 @@ from dataclasses import dataclass
 
 from .errors import PlanError
 from .plan import (
+    ATTENTION_CHOICES,
     CUTOFF_DEFAULT_VALUES,
+    CUTOFF_MODES,
     KEEP,
+    TOME_DOWNSAMPLES,
+    TOME_MAX_RATIO,
+    TOME_MAX_SEED,
+    TOME_MAX_STRIDE,
     AttentionConfig,
     ChannelsLastConfig,
     CudaGraphConfig,
@@ -26,52 +35,201 @@ from .plan import (
     TokenMergingConfig,
 )
 
+SCRIPT_TITLE = "Speedkit"
 IMAGE_SEED = -1
 """`tome_seed` value meaning: seed the random merging with the image's seed."""
 
 
 @dataclass(frozen=True)
 class ScriptArg:
+    """One setting of the accordion / API / XYZ plot.
+
+    widget: "accordion" | "dropdown" | "checkbox" | "slider" | "number"; `row` groups controls
+    on one line of the accordion; `bounds`/`step` for sliders and numbers; `choices` for
+    dropdowns (None: the host supplies them, e.g. the attention backends it offers); `axis`: the
+    XYZ axis label after "[Speedkit] " (None: no axis); `plan_field`: the dotted SpeedPlan field
+    (errors from the plan are reported under the argument's name).
+    """
+
     name: str
-    default: object
     kind: type
+    default: object
+    label: str
     help: str
+    widget: str
+    row: str = ""
+    choices: tuple | None = None
+    bounds: tuple[float, float] | None = None
+    step: float | None = None
+    info: str | None = None
+    axis: str | None = None
+    plan_field: str | None = None
 
 
 SCRIPT_ARGS: tuple[ScriptArg, ...] = (
-    ScriptArg("enabled", False, bool, "apply Speedkit to this generation"),
-    ScriptArg("attention", KEEP, str, "attention backend name, or 'keep'"),
-    ScriptArg("cutoff_mode", "off", str, "off | sigma | fraction | adaptive"),
-    ScriptArg("cutoff_value", CUTOFF_DEFAULT_VALUES["fraction"], float, "sigma, step fraction or tau"),
-    ScriptArg("tome_ratio", 0.0, float, "token merging ratio, 0 = off"),
-    ScriptArg("tome_hr_ratio", 0.0, float, "token merging ratio of the hires pass, 0 = same"),
-    ScriptArg("tome_max_downsample", 1, int, "1, 2, 4 or 8"),
-    ScriptArg("tome_sx", 2, int, "stride x, 1-8"),
-    ScriptArg("tome_sy", 2, int, "stride y, 1-8"),
-    ScriptArg("tome_random", False, bool, "random destination tokens"),
-    ScriptArg("tome_seed", IMAGE_SEED, int, "seed for random merging, -1 = the image seed"),
-    ScriptArg("channels_last", False, bool, "channels-last UNet"),
-    ScriptArg("cuda_graph", False, bool, "replay the UNet from CUDA graphs (fast path)"),
-    ScriptArg("lean_step", False, bool, "bypass the Lora built-in's layer wrappers while no network is loaded"),
+    ScriptArg("enabled", bool, False, "Speedkit", "true applies the rest", "accordion"),
+    ScriptArg(
+        "attention",
+        str,
+        KEEP,
+        "Attention backend",
+        "`keep`, a backend name or a WebUI title such as `sdp - scaled dot product`",
+        "dropdown",
+        row="attention",
+        choices=ATTENTION_CHOICES,
+        info="keep = the backend set in Settings → Optimizations",
+        axis="Attention backend",
+        plan_field="attention.backend",
+    ),
+    ScriptArg(
+        "cutoff_mode",
+        str,
+        "off",
+        "Negative-guidance cutoff",
+        "`off`, `sigma`, `fraction`, `adaptive`",
+        "dropdown",
+        row="cutoff",
+        choices=CUTOFF_MODES,
+        axis="Guidance cutoff",  # values "mode" or "mode value" ("fraction 0.75"): plan.split_cutoff_text
+        plan_field="cutoff.mode",
+    ),
+    ScriptArg(
+        "cutoff_value",
+        float,
+        CUTOFF_DEFAULT_VALUES["fraction"],
+        "Cutoff value",
+        "sigma > 0; fraction 0–1; τ 0–1",
+        "number",
+        row="cutoff",
+        axis="Guidance cutoff value",
+        plan_field="cutoff.value",
+    ),
+    ScriptArg(
+        "tome_ratio",
+        float,
+        0.0,
+        "ToMe ratio (0 = off)",
+        f"0–{TOME_MAX_RATIO} (0 = off)",
+        "slider",
+        row="tome",
+        bounds=(0.0, TOME_MAX_RATIO),
+        step=0.05,
+        axis="ToMe ratio",
+        plan_field="tome.ratio",
+    ),
+    ScriptArg(
+        "tome_hr_ratio",
+        float,
+        0.0,
+        "ToMe ratio, hires pass (0 = same)",
+        f"0–{TOME_MAX_RATIO} (0 = same as tome_ratio)",
+        "slider",
+        row="tome",
+        bounds=(0.0, TOME_MAX_RATIO),
+        step=0.05,
+        axis="ToMe ratio, hires pass",
+        plan_field="tome.hr_ratio",
+    ),
+    ScriptArg(
+        "tome_max_downsample",
+        int,
+        1,
+        "ToMe max downsample",
+        "1, 2, 4, 8",
+        "dropdown",
+        row="tome options",
+        choices=TOME_DOWNSAMPLES,
+        axis="ToMe max downsample",
+        plan_field="tome.max_downsample",
+    ),
+    ScriptArg(
+        "tome_sx",
+        int,
+        2,
+        "ToMe stride x",
+        f"1–{TOME_MAX_STRIDE}",
+        "slider",
+        row="tome options",
+        bounds=(1, TOME_MAX_STRIDE),
+        step=1,
+        axis="ToMe stride x",
+        plan_field="tome.sx",
+    ),
+    ScriptArg(
+        "tome_sy",
+        int,
+        2,
+        "ToMe stride y",
+        f"1–{TOME_MAX_STRIDE}",
+        "slider",
+        row="tome options",
+        bounds=(1, TOME_MAX_STRIDE),
+        step=1,
+        axis="ToMe stride y",
+        plan_field="tome.sy",
+    ),
+    ScriptArg(
+        "tome_random",
+        bool,
+        False,
+        "ToMe random",
+        "random destination tokens",
+        "checkbox",
+        row="tome options",
+        axis="ToMe random",
+        plan_field="tome.use_rand",
+    ),
+    ScriptArg(
+        "tome_seed",
+        int,
+        IMAGE_SEED,
+        "ToMe seed (-1 = image seed)",
+        f"-1 = the image seed; 0–{TOME_MAX_SEED}",
+        "number",
+        row="tome options",
+        axis="ToMe seed",
+        plan_field="tome.seed",
+    ),
+    ScriptArg(
+        "channels_last",
+        bool,
+        False,
+        "Channels-last UNet",
+        "",
+        "checkbox",
+        row="attention",
+        axis="Channels-last",
+        plan_field="channels_last.enabled",
+    ),
+    ScriptArg(
+        "cuda_graph",
+        bool,
+        False,
+        "CUDA graph (fast path)",
+        "replay the UNet from CUDA graphs (the fast path)",
+        "checkbox",
+        row="fast path",
+        info="replays the UNet; lossless; keeps ~1 UNet call of VRAM; eager with LoRA",
+        axis="CUDA graph",
+        plan_field="cuda_graph.enabled",
+    ),
+    ScriptArg(
+        "lean_step",
+        bool,
+        False,
+        "Lean step",
+        "bypass the Lora built-in's layer wrappers while no network is loaded",
+        "checkbox",
+        row="fast path",
+        info="skip the Lora built-in's layer wrappers while no LoRA is loaded; lossless",
+        axis="Lean step",
+        plan_field="lean_step.enabled",
+    ),
 )
-ARG_NAMES = tuple(arg.name for arg in SCRIPT_ARGS)
+ARGS_BY_NAME = {arg.name: arg for arg in SCRIPT_ARGS}
+ARG_NAMES = tuple(ARGS_BY_NAME)
 DEFAULT_ARGS = tuple(arg.default for arg in SCRIPT_ARGS)
-
-_PLAN_FIELD_TO_ARG = {
-    "attention.backend": "attention",
-    "cutoff.mode": "cutoff_mode",
-    "cutoff.value": "cutoff_value",
-    "tome.ratio": "tome_ratio",
-    "tome.hr_ratio": "tome_hr_ratio",
-    "tome.max_downsample": "tome_max_downsample",
-    "tome.sx": "tome_sx",
-    "tome.sy": "tome_sy",
-    "tome.use_rand": "tome_random",
-    "tome.seed": "tome_seed",
-    "channels_last.enabled": "channels_last",
-    "cuda_graph.enabled": "cuda_graph",
-    "lean_step.enabled": "lean_step",
-}
+_PLAN_FIELD_TO_ARG = {arg.plan_field: arg.name for arg in SCRIPT_ARGS if arg.plan_field}
 
 
 def arg_label(name: str) -> str:
@@ -170,22 +328,23 @@ def _build_plan(values: Mapping[str, object], image_seed: int | None) -> SpeedPl
     )
 
 
+def _plan_value(plan: SpeedPlan, arg: ScriptArg) -> object:
+    section, _, attribute = arg.plan_field.partition(".")
+    return getattr(getattr(plan, section), attribute)
+
+
+def args_by_name_from_plan(plan: SpeedPlan) -> dict[str, object]:
+    """The script args (by name) that reproduce `plan`: the inverse of plan_from_args."""
+    values = {arg.name: _plan_value(plan, arg) for arg in SCRIPT_ARGS if arg.plan_field}
+    values["enabled"] = not plan.is_noop
+    if not plan.cutoff.enabled:
+        values["cutoff_value"] = ARGS_BY_NAME["cutoff_value"].default
+    if values["tome_seed"] is None:
+        values["tome_seed"] = IMAGE_SEED
+    return values
+
+
 def args_from_plan(plan: SpeedPlan) -> list[object]:
-    """Script args that reproduce `plan` (the inverse of plan_from_args, for pasting infotext)."""
-    tome = plan.tome
-    return [
-        not plan.is_noop,
-        plan.attention.backend,
-        plan.cutoff.mode,
-        plan.cutoff.value if plan.cutoff.enabled else DEFAULT_ARGS[ARG_NAMES.index("cutoff_value")],
-        tome.ratio,
-        tome.hr_ratio,
-        tome.max_downsample,
-        tome.sx,
-        tome.sy,
-        tome.use_rand,
-        IMAGE_SEED if tome.seed is None else tome.seed,
-        plan.channels_last.enabled,
-        plan.cuda_graph.enabled,
-        plan.lean_step.enabled,
-    ]
+    """Positional script args that reproduce `plan` (for pasting infotext and API clients)."""
+    values = args_by_name_from_plan(plan)
+    return [values[name] for name in ARG_NAMES]

@@ -1,7 +1,8 @@
-"""Gradio 3.41 components of the Speedkit accordion (txt2img and img2img). No WebUI imports:
-the host's InputAccordion and PasteField classes are passed in by scripts/speedkit.py.
+"""Gradio 3.41 components of the Speedkit accordion (txt2img and img2img) and the bench tab. No
+WebUI imports: the host's InputAccordion and PasteField classes are passed in by the adapter.
 
-Components are created in SCRIPT_ARGS order, which is the order of the API's positional args.
+The accordion's controls are made from script_args.SCRIPT_ARGS (label, widget, choices, range,
+default) and returned in its order, which is the order of the API's positional args.
 """
 
 from __future__ import annotations
@@ -9,13 +10,13 @@ from __future__ import annotations
 import html
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import gradio as gr
 
-from .plan import CUTOFF_MODES, INFOTEXT_PREFIX, TOME_DOWNSAMPLES, TOME_MAX_RATIO, TOME_MAX_STRIDE, parse_infotext
-from .script_args import ARG_NAMES, DEFAULT_ARGS, args_from_plan
+from .plan import INFOTEXT_PREFIX, parse_infotext
+from .script_args import ARG_NAMES, ARGS_BY_NAME, SCRIPT_ARGS, ScriptArg, args_by_name_from_plan
 
 CUTOFF_VALUE_LABELS = {
     "off": "Cutoff value (unused while off)",
@@ -23,32 +24,28 @@ CUTOFF_VALUE_LABELS = {
     "fraction": "Skip the negative pass from this fraction of the steps on",
     "adaptive": "Skip once cond/uncond similarity reaches τ",
 }
+ROWS = ("attention", "fast path", "cutoff", "tome", "tome options")
+"""The accordion's rows, top to bottom; the unavailable-backend note follows the fast-path row."""
+READ_ONLY_UNDER_NOTE = ("attention", "cutoff_mode")
+"""Controls a disabled note (Forge) makes read-only."""
 
 
 @dataclass
 class SwitchControls:
-    """The accordion's input components, in SCRIPT_ARGS order."""
+    """The accordion's input components by argument name, and its paste warning."""
 
-    enabled: gr.components.Component
-    attention: gr.components.Component
-    cutoff_mode: gr.components.Component
-    cutoff_value: gr.components.Component
-    tome_ratio: gr.components.Component
-    tome_hr_ratio: gr.components.Component
-    tome_max_downsample: gr.components.Component
-    tome_sx: gr.components.Component
-    tome_sy: gr.components.Component
-    tome_random: gr.components.Component
-    tome_seed: gr.components.Component
-    channels_last: gr.components.Component
-    cuda_graph: gr.components.Component
-    lean_step: gr.components.Component
+    components: dict[str, gr.components.Component]
+    paste_warning: gr.components.Component | None = None
+
+    def __getattr__(self, name: str) -> gr.components.Component:
+        try:
+            return self.__dict__["components"][name]
+        except KeyError:
+            raise AttributeError(name) from None
 
     def inputs(self) -> list:
-        return [getattr(self, f.name) for f in fields(self)]
-
-
-assert tuple(f.name for f in fields(SwitchControls)) == ARG_NAMES, "SwitchControls must follow SCRIPT_ARGS"
+        """The components in API order (ARG_NAMES)."""
+        return [self.components[name] for name in ARG_NAMES]
 
 
 def _slider(elem_id: str, label: str, minimum: float, maximum: float, step: float, value: float):
@@ -56,7 +53,12 @@ def _slider(elem_id: str, label: str, minimum: float, maximum: float, step: floa
 
 
 def default(name: str):
-    return DEFAULT_ARGS[ARG_NAMES.index(name)]
+    return ARGS_BY_NAME[name].default
+
+
+def control_value(arg: ScriptArg, value: object) -> object:
+    """A script arg's value as its control holds it (dropdowns of numbers hold text)."""
+    return str(value) if arg.widget == "dropdown" and arg.kind is int else value
 
 
 def unavailable_note_html(unavailable: Mapping[str, str]) -> str:
@@ -71,6 +73,26 @@ def unavailable_note_html(unavailable: Mapping[str, str]) -> str:
     )
 
 
+def _control(arg: ScriptArg, elem_id: str, backend_choices: list[str], read_only: bool):
+    """One control made from its ScriptArg."""
+    common = {"label": arg.label, "elem_id": elem_id}
+    if arg.info:
+        common["info"] = arg.info
+    if read_only:
+        common["interactive"] = False
+    if arg.widget == "dropdown":
+        choices = backend_choices if arg.name == "attention" else [str(c) for c in arg.choices]
+        return gr.Dropdown(choices=choices, value=control_value(arg, arg.default), **common)
+    if arg.widget == "checkbox":
+        return gr.Checkbox(value=arg.default, **common)
+    if arg.widget == "slider":
+        low, high = arg.bounds
+        return gr.Slider(minimum=low, maximum=high, step=arg.step, value=arg.default, **common)
+    if arg.name == "cutoff_value":
+        common["label"] = CUTOFF_VALUE_LABELS["off"]
+    return gr.Number(value=arg.default, precision=0 if arg.kind is int else None, **common)
+
+
 def build_controls(
     elem_id: Callable[[str], str],
     backend_choices: list[str],
@@ -79,120 +101,83 @@ def build_controls(
     disabled_note: str | None = None,
 ) -> SwitchControls:
     """Create the accordion and its controls (call inside the script's ui())."""
-    with accordion_cls(False, label="Speedkit", elem_id=elem_id("enabled")) as enabled:
-        with gr.Row(elem_classes=["speedkit_row"]):
-            attention = gr.Dropdown(
-                label="Attention backend",
-                choices=backend_choices,
-                value=default("attention"),
-                elem_id=elem_id("attention"),
-                interactive=disabled_note is None,
-                info="keep = the backend set in Settings → Optimizations",
-            )
-            channels_last = gr.Checkbox(
-                label="Channels-last UNet", value=default("channels_last"), elem_id=elem_id("channels_last")
-            )
-        with gr.Row(elem_classes=["speedkit_row"]):
-            cuda_graph = gr.Checkbox(
-                label="CUDA graph (fast path)",
-                value=default("cuda_graph"),
-                elem_id=elem_id("cuda_graph"),
-                info="replays the UNet; lossless; keeps ~1 UNet call of VRAM; eager with LoRA",
-            )
-            lean_step = gr.Checkbox(
-                label="Lean step",
-                value=default("lean_step"),
-                elem_id=elem_id("lean_step"),
-                info="skip the Lora built-in's layer wrappers while no LoRA is loaded; lossless",
-            )
-        gr.HTML(
-            value=unavailable_note_html(unavailable)
-            + (f"<p>{html.escape(disabled_note)}</p>" if disabled_note else ""),
-            elem_id=elem_id("unavailable"),
-        )
-        with gr.Row(elem_classes=["speedkit_row"]):
-            cutoff_mode = gr.Dropdown(
-                label="Negative-guidance cutoff",
-                choices=list(CUTOFF_MODES),
-                value=default("cutoff_mode"),
-                elem_id=elem_id("cutoff_mode"),
-                interactive=disabled_note is None,
-            )
-            cutoff_value = gr.Number(
-                label=CUTOFF_VALUE_LABELS["off"], value=default("cutoff_value"), elem_id=elem_id("cutoff_value")
-            )
-        with gr.Row(elem_classes=["speedkit_row"]):
-            tome_ratio = _slider(
-                elem_id("tome_ratio"), "ToMe ratio (0 = off)", 0.0, TOME_MAX_RATIO, 0.05, default("tome_ratio")
-            )
-            tome_hr_ratio = _slider(
-                elem_id("tome_hr_ratio"),
-                "ToMe ratio, hires pass (0 = same)",
-                0.0,
-                TOME_MAX_RATIO,
-                0.05,
-                default("tome_hr_ratio"),
-            )
-        with gr.Row(elem_classes=["speedkit_row"]):
-            tome_max_downsample = gr.Dropdown(
-                label="ToMe max downsample",
-                choices=[str(d) for d in TOME_DOWNSAMPLES],
-                value=str(default("tome_max_downsample")),
-                elem_id=elem_id("tome_max_downsample"),
-            )
-            tome_sx = _slider(elem_id("tome_sx"), "ToMe stride x", 1, TOME_MAX_STRIDE, 1, default("tome_sx"))
-            tome_sy = _slider(elem_id("tome_sy"), "ToMe stride y", 1, TOME_MAX_STRIDE, 1, default("tome_sy"))
-            tome_random = gr.Checkbox(label="ToMe random", value=default("tome_random"), elem_id=elem_id("tome_random"))
-            tome_seed = gr.Number(
-                label="ToMe seed (-1 = image seed)",
-                value=default("tome_seed"),
-                precision=0,
-                elem_id=elem_id("tome_seed"),
-            )
-    cutoff_mode.change(
+    components: dict[str, gr.components.Component] = {}
+    enabled_arg = ARGS_BY_NAME["enabled"]
+    with accordion_cls(enabled_arg.default, label=enabled_arg.label, elem_id=elem_id("enabled")) as enabled:
+        components["enabled"] = enabled
+        for row in ROWS:
+            with gr.Row(elem_classes=["speedkit_row"]):
+                for arg in (a for a in SCRIPT_ARGS if a.row == row):
+                    read_only = disabled_note is not None and arg.name in READ_ONLY_UNDER_NOTE
+                    components[arg.name] = _control(arg, elem_id(arg.name), backend_choices, read_only)
+            if row == "fast path":
+                note = f"<p>{html.escape(disabled_note)}</p>" if disabled_note else ""
+                gr.HTML(value=unavailable_note_html(unavailable) + note, elem_id=elem_id("unavailable"))
+        paste_warning = gr.HTML(value="", elem_id=elem_id("paste_warning"))
+    components["cutoff_mode"].change(
         fn=lambda mode: gr.update(label=CUTOFF_VALUE_LABELS.get(mode, "")),
-        inputs=[cutoff_mode],
-        outputs=[cutoff_value],
+        inputs=[components["cutoff_mode"]],
+        outputs=[components["cutoff_value"]],
         show_progress=False,
     )
-    return SwitchControls(
-        enabled,
-        attention,
-        cutoff_mode,
-        cutoff_value,
-        tome_ratio,
-        tome_hr_ratio,
-        tome_max_downsample,
-        tome_sx,
-        tome_sy,
-        tome_random,
-        tome_seed,
-        channels_last,
-        cuda_graph,
-        lean_step,
-    )
+    return SwitchControls(components, paste_warning)
 
 
 def has_speedkit_keys(params: Mapping[str, object]) -> bool:
     return any(isinstance(key, str) and key.startswith(INFOTEXT_PREFIX) for key in params)
 
 
+class PastedPlan:
+    """What one paste sets: every control (defaults where the infotext has no Speedkit keys) and
+    the Speedkit keys that could not be read. The WebUI calls one function per control with the
+    same parameters, so the infotext is parsed once per paste, not once per control."""
+
+    def __init__(self) -> None:
+        self._params: object = None
+        self._values: dict[str, object] = {}
+        self._problems: tuple[str, ...] = ()
+
+    def _read(self, params: Mapping[str, object]) -> None:
+        if params is self._params:
+            return
+        parsed = parse_infotext(params)
+        values = args_by_name_from_plan(parsed.plan)
+        values["enabled"] = has_speedkit_keys(params)
+        self._params = params
+        self._values = {arg.name: control_value(arg, values[arg.name]) for arg in SCRIPT_ARGS}
+        self._problems = parsed.problems
+
+    def value(self, name: str, params: Mapping[str, object]):
+        self._read(params)
+        return self._values[name]
+
+    def warning(self, params: Mapping[str, object]) -> str:
+        """Visible under the accordion: the Speedkit keys this version could not use (left at default)."""
+        self._read(params)
+        if not self._problems:
+            return ""
+        items = "".join(f"<li>{html.escape(problem)}</li>" for problem in self._problems)
+        return (
+            "<div class='speedkit_paste_warning'>Some Speedkit settings in the pasted parameters could not be "
+            f"used; those controls were set to their defaults:<ul>{items}</ul></div>"
+        )
+
+
 def pasted_value(name: str, params: Mapping[str, object]):
-    """The value of script arg `name` for pasted infotext; None (= leave as is) without Speedkit keys."""
-    if name == "enabled":
-        return has_speedkit_keys(params)
-    if not has_speedkit_keys(params):
-        return None
-    value = args_from_plan(parse_infotext(params).plan)[ARG_NAMES.index(name)]
-    return str(value) if name == "tome_max_downsample" else value
+    """The value of script arg `name` for pasted infotext (defaults without Speedkit keys)."""
+    return PastedPlan().value(name, params)
 
 
 def paste_fields(controls: SwitchControls, paste_field_cls) -> list:
-    """infotext_fields entries: pasting an image's parameters restores the accordion."""
-    return [
-        paste_field_cls(component, lambda params, name=name: pasted_value(name, params))
+    """infotext_fields entries: pasting an image's parameters sets every control and the warning."""
+    pasted = PastedPlan()
+    fields = [
+        paste_field_cls(component, lambda params, name=name: pasted.value(name, params))
         for name, component in zip(ARG_NAMES, controls.inputs(), strict=True)
     ]
+    if controls.paste_warning is not None:
+        fields.append(paste_field_cls(controls.paste_warning, pasted.warning))
+    return fields
 
 
 @dataclass

@@ -11,7 +11,7 @@ run and stays a no-op, so it can never tear down the newer application.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 
 class Undo:
@@ -47,20 +47,6 @@ class Undo:
     def __repr__(self) -> str:
         state = "pending" if self.pending else "done"
         return f"<Undo {self.label or 'patch'}: {state}>"
-
-
-def combine(undos: Iterable[Undo], label: str = "") -> Undo:
-    """One undo that runs `undos` in reverse order.
-
-    Every undo runs even if an earlier one raises; the first error is re-raised at the end, so a
-    failing restore never leaves the remaining patches in place.
-    """
-    ordered = list(undos)
-
-    def restore_all() -> None:
-        run_in_reverse(ordered)
-
-    return Undo(restore_all, label)
 
 
 def run_in_reverse(undos: list[Undo]) -> None:
@@ -114,3 +100,35 @@ class PatchSlots:
 
 SLOTS = PatchSlots()
 """The process-wide slots every lib_speedkit patch uses."""
+
+
+class UndoStack:
+    """The undos of one application, by name, in the order they were applied.
+
+    `set(name, undo)` first runs the undo already held under `name` (re-applying a feature never
+    stacks two applications); `drop(name)` runs one undo early; `unwind()` runs every undo in
+    reverse order of application and empties the stack (every undo runs even if one raises; the
+    first error is re-raised at the end).
+    """
+
+    def __init__(self) -> None:
+        self._undos: dict[str, Undo] = {}
+
+    def set(self, name: str, undo: Undo) -> None:
+        self.drop(name)
+        self._undos[name] = undo
+
+    def drop(self, name: str) -> None:
+        undo = self._undos.pop(name, None)
+        if undo is not None:
+            undo()
+
+    def unwind(self) -> None:
+        undos, self._undos = list(self._undos.values()), {}
+        run_in_reverse(undos)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._undos
+
+    def names(self) -> tuple[str, ...]:
+        return tuple(self._undos)

@@ -6,10 +6,10 @@ from modules.infotext_utils import PasteField
 from modules.ui_components import InputAccordion
 
 from lib_speedkit import ui
-from lib_speedkit.webui import bench, switches
+from lib_speedkit.script_args import SCRIPT_TITLE
+from lib_speedkit.webui import attention, hooks, lifecycle
 
-switches.install()
-bench.install()
+lifecycle.install()  # after every import above: a failed import leaves the WebUI untouched
 
 
 class SpeedkitScript(scripts.Script):
@@ -17,7 +17,7 @@ class SpeedkitScript(scripts.Script):
     create_group = False
 
     def title(self):
-        return switches.SCRIPT_TITLE
+        return SCRIPT_TITLE
 
     def show(self, is_img2img):
         return scripts.AlwaysVisible
@@ -25,25 +25,28 @@ class SpeedkitScript(scripts.Script):
     def ui(self, is_img2img):
         controls = ui.build_controls(
             self.elem_id,
-            switches.backend_choices(),
-            switches.unavailable_backends(),
+            attention.backend_choices(),
+            attention.unavailable_switches(),
             InputAccordion,
-            switches.FORGE_NOTE if switches.is_forge() else None,
+            attention.FORGE_NOTE if attention.is_forge() else None,
         )
         self.infotext_fields = ui.paste_fields(controls, PasteField)
         return controls.inputs()
 
     def before_process(self, p, *args):
-        switches.prepare_generation(p, args)
+        hooks.prepare_generation(p, args)
 
     def process(self, p, *args):
-        switches.activate_generation(p)
+        hooks.activate_generation(p)
 
     def before_hr(self, p, *args):
-        switches.before_hires(p)
+        hooks.before_hires(p)
 
     def process_before_every_sampling(self, p, *args, **kwargs):
-        switches.before_sampling(p)
+        hooks.before_sampling(p)
+
+    def post_sample(self, p, ps, *args):
+        hooks.after_sampling(p)
 
     def postprocess(self, p, processed, *args):
-        switches.finish_generation(p)
+        hooks.finish_generation(p)

@@ -1,19 +1,25 @@
-"""A whole plan applies as one unit and leaves nothing behind on any path."""
+"""A whole plan applies as one unit and leaves nothing behind on any path: with the library's
+appliers, and with a host's (the path the WebUI takes, played by tests/fake_host.py)."""
 
 import pytest
 import torch
+from fake_host import FakeHost
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_cuda_graph import StandInCapturer
 
-from lib_speedkit import apply as apply_module
-from lib_speedkit.apply import apply_plan
+from lib_speedkit.appliers import host_appliers
+from lib_speedkit.apply import FEATURES, GENERATION_FEATURES, PASS_FEATURES, apply_plan, library_appliers
 from lib_speedkit.attention import BACKENDS, active_backend
+from lib_speedkit.cuda_graph import GraphCache, graphed_forward_of
 from lib_speedkit.guidance import CutoffCFGDenoiser
 from lib_speedkit.memory_format import is_channels_last
 from lib_speedkit.plan import (
     AttentionConfig,
     ChannelsLastConfig,
+    CudaGraphConfig,
     GuidanceCutoffConfig,
+    LeanStepConfig,
     SpeedPlan,
     TokenMergingConfig,
 )
@@ -85,15 +91,18 @@ def test_an_exception_during_sampling_leaves_nothing_patched(unet, assert_clean)
     assert_clean(unet, before)
 
 
-@pytest.mark.parametrize("failing_step", list(apply_module.APPLIERS))
-def test_a_failing_step_undoes_the_steps_before_it(unet, assert_clean, monkeypatch, failing_step):
+def failing_appliers(failing_step: str) -> dict:
     def fail(*_args):
         raise RuntimeError(f"{failing_step} failed")
 
-    monkeypatch.setitem(apply_module.APPLIERS, failing_step, fail)
+    return {**library_appliers(), failing_step: fail}
+
+
+@pytest.mark.parametrize("failing_step", GENERATION_FEATURES)
+def test_a_failing_step_undoes_the_steps_before_it(unet, assert_clean, failing_step):
     before = ModuleSnapshot.capture(unet)
     with pytest.raises(RuntimeError, match=f"{failing_step} failed"):
-        apply_plan(unet, FULL_PLAN)
+        apply_plan(unet, FULL_PLAN, appliers=failing_appliers(failing_step))
     assert_clean(unet, before)
 
 
@@ -118,6 +127,70 @@ def test_applying_twice_then_undoing_once_leaves_the_unet_clean(unet, assert_cle
     assert_clean(unet, before)
 
 
+def test_the_library_says_why_it_left_a_feature_out(unet):
+    plan = SpeedPlan(cuda_graph=CudaGraphConfig(True), lean_step=LeanStepConfig(True))
+    with apply_plan(unet, plan) as applied:
+        assert applied.applied == set()
+        assert "CUDA device" in applied.skipped["cuda_graph"]
+        assert "Lora built-in" in applied.skipped["lean_step"]
+
+
+# --------------------------------------------------------------------------- the host path
+
+
+@pytest.fixture
+def host(unet):
+    fake = FakeHost(unet, GraphCache(StandInCapturer(), max_graphs=4))
+    fake.install_wrappers()
+    yield fake
+    fake.remove_wrappers()
+
+
+HOST_PLAN = SpeedPlan(
+    AttentionConfig("sdp-math"),
+    GuidanceCutoffConfig("sigma", 2.0),
+    TokenMergingConfig(ratio=0.5),
+    ChannelsLastConfig(True),
+    cuda_graph=CudaGraphConfig(True),
+    lean_step=LeanStepConfig(True),
+)
+
+
+def host_state(host: FakeHost) -> tuple:
+    return host.title, dict(host.class_forwards()), list(host.cutoff_threshold)
+
+
+def test_the_host_path_applies_each_pass_and_restores_the_host_and_the_unet(unet, host, assert_clean):
+    reference = unet_output(unet)
+    before, host_before = ModuleSnapshot.capture(unet), host_state(host)
+    with apply_plan(unet, HOST_PLAN, appliers=host_appliers(host.hooks()), features=GENERATION_FEATURES) as applied:
+        assert host.title == "sdp-math (host)" and active_backend(unet) == "sdp-math"
+        assert host.cutoff_threshold == [2.0] and is_channels_last(unet) and has_tome_patch(unet)
+        for _pass in range(2):  # e.g. the first pass and the hires pass
+            applied.begin_pass()
+            assert applied.applied == set(FEATURES) and graphed_forward_of(unet) is not None
+            host.wrapper_calls.clear()
+            with torch.no_grad():
+                unet_output(unet)
+            assert host.wrapper_calls == []  # the lean step bypassed the wrappers
+            applied.end_pass()
+            assert graphed_forward_of(unet) is None and torch.nn.Linear.forward is host._wrappers[torch.nn.Linear]
+    assert_clean(unet, before)
+    assert host_state(host) == host_before
+    assert torch.equal(unet_output(unet), reference)
+
+
+def test_a_pass_with_networks_loaded_skips_the_pass_features_with_the_reason(unet, host):
+    host.networks_loaded = True
+    with apply_plan(unet, HOST_PLAN, appliers=host_appliers(host.hooks()), features=GENERATION_FEATURES) as applied:
+        applied.begin_pass()
+        assert not set(PASS_FEATURES) & applied.applied
+        assert applied.skipped == {
+            "cuda_graph": "CUDA graph not used for this pass: networks loaded",
+            "lean_step": "lean step off for this pass: networks loaded",
+        }
+
+
 CPU_BACKENDS = ["keep"] + [name for name, b in BACKENDS.items() if b.is_available("cpu", torch.float32, 8)]
 plans = st.builds(
     SpeedPlan,
@@ -135,10 +208,12 @@ plans = st.builds(
         seed=st.none() | st.integers(0, 1000),
     ),
     channels_last=st.builds(ChannelsLastConfig, st.booleans()),
+    cuda_graph=st.builds(CudaGraphConfig, st.booleans()),
+    lean_step=st.builds(LeanStepConfig, st.booleans()),
 )
 failure_points = st.one_of(
     st.just(("none", None)),
-    st.tuples(st.just("apply"), st.sampled_from(list(apply_module.APPLIERS))),
+    st.tuples(st.just("apply"), st.sampled_from(FEATURES)),
     st.tuples(st.just("sampling"), st.integers(0, STEPS - 1)),
 )
 
@@ -147,20 +222,37 @@ def _failing_applier(*_args):
     raise RuntimeError("injected failure while applying")
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(plan=plans, failure=failure_points)
-def test_no_plan_and_no_failure_point_leaks(unet, monkeypatch, plan, failure):
-    reference = unet_output(unet)
-    before = ModuleSnapshot.capture(unet)
-    where, point = failure
-    with monkeypatch.context() as patch:
-        if where == "apply":
-            patch.setitem(apply_module.APPLIERS, point, _failing_applier)
-        try:
-            with apply_plan(unet, plan) as applied:
+def _run_generation(unet, host, plan, where, point, passes):
+    """One generation as the WebUI runs it: generation features, then per pass begin, sample, end."""
+    appliers = host_appliers(host.hooks())
+    if where == "apply":
+        appliers = {**appliers, point: _failing_applier}
+    with apply_plan(unet, plan, appliers=appliers, features=GENERATION_FEATURES) as applied:
+        for _ in range(passes):
+            applied.begin_pass()
+            with torch.no_grad():
                 _sample(unet, applied.policy, fail_at_call=point if where == "sampling" else None)
-        except (RuntimeError, SamplingFailure):
-            assert where != "none"
+            applied.end_pass()
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(plan=plans, failure=failure_points, passes=st.integers(1, 2), networks=st.booleans())
+def test_no_plan_pass_count_or_failure_point_leaks_on_the_host_path(unet, host, plan, failure, passes, networks):
+    """The property the WebUI relies on: whatever the plan, the number of sampling passes and
+    where it fails (an applier, a UNet call mid-sampling), the UNet and the host are exactly as
+    before, and the UNet computes bit-identically."""
+    reference = unet_output(unet)
+    before, host_before = ModuleSnapshot.capture(unet), host_state(host)
+    host.networks_loaded = networks
+    where, point = failure
+    try:
+        _run_generation(unet, host, plan, where, point, passes)
+    except (RuntimeError, SamplingFailure):
+        assert where != "none"
+    else:
+        # no error only where no failure was injected, or where the failing feature is off
+        assert where == "none" or (where == "apply" and not getattr(plan, point).enabled), (where, point)
     problems = before.diff(ModuleSnapshot.capture(unet))
     assert problems == [], problems
+    assert host_state(host) == host_before
     assert torch.equal(unet_output(unet), reference)

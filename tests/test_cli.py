@@ -55,7 +55,60 @@ def test_standalone_bench_runs_every_switch_on_a_tiny_unet(capsys):
     assert code == 0
     assert out.startswith("CPU: tiny UNet") and "TFLOP per guided step" in out
     for label in ("original attention (v1)", "sdp-flash", "sdp-math", "sdp + ToMe 0.5", "sdp + cutoff 0.75"):
-        assert label in out
+        assert label in out and f"{label:<26} unavailable" not in out  # measured, not merely listed
+    assert "sdp + CUDA graph           unavailable: CUDA graphs need a CUDA device" in out
+
+
+@pytest.mark.parametrize("option", [["--height", "768"], ["--matrix"], ["--speedkit", "[true]"], ["--label", "x"]])
+def test_standalone_refuses_options_it_would_ignore(capsys, option):
+    code = cli.main(["bench", "--standalone", *option])
+    assert code == 2 and option[0] in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("missing", "named"), [("ldm", "stable-diffusion-sdkit"), ("PIL", "pillow"), ("numpy", "numpy")]
+)
+def test_standalone_names_the_package_that_is_missing_without_a_traceback(capsys, monkeypatch, missing, named):
+    import sys
+
+    for name in [n for n in sys.modules if n == missing or n.startswith(missing + ".") or n.startswith("ldm")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, missing, None)  # import raises ModuleNotFoundError
+    code = cli.main(["bench", "--standalone", "--size", "tiny", "--steps", "1", "--runs", "1"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: the standalone bench needs") and named in err
+
+
+def test_credentials_go_into_a_basic_auth_header(monkeypatch):
+    seen = {}
+
+    class Answer:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def read(self):
+            return b"{}"
+
+    def urlopen(request, timeout):
+        seen.update(request.headers)
+        return Answer()
+
+    monkeypatch.setattr(cli.urllib.request, "urlopen", urlopen)
+    cli.post("http://x", {}, 1, "user:pa55")
+    assert seen["Authorization"] == "Basic dXNlcjpwYTU1"
+
+
+def test_a_non_json_error_page_is_reported_without_a_traceback():
+    import io
+    import urllib.error
+
+    error = urllib.error.HTTPError("http://x", 500, "Internal Server Error", {}, io.BytesIO(b"<html>oops</html>"))
+    assert cli.http_error_detail(error) == "Internal Server Error"
+    error = urllib.error.HTTPError("http://x", 401, "Unauthorized", {}, io.BytesIO(b'{"detail": "Not authenticated"}'))
+    assert cli.http_error_detail(error) == "Not authenticated (give --auth USER:PASS)"
 
 
 def test_standalone_cutoff_really_skips_the_uncond_pass():

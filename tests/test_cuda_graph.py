@@ -1,10 +1,12 @@
 """The CUDA-graph fast path's cache, keys and fallbacks, on CPU.
 
 A CUDA graph cannot be captured without a GPU, so these tests use a stand-in capturer that
-behaves like one where it matters: a replay reads only the static input buffers and writes only
-the static output buffer. The real capture and its numerics are checked on the GPU by
-benchmarks/unet_step.py (docs/BENCHMARKS.md).
+behaves like one where it matters: the call is frozen at capture (Python state included), a
+replay reads only the static input buffers and writes only the static output buffer. The real
+capture and its numerics are checked on the GPU by benchmarks/unet_step.py (docs/BENCHMARKS.md).
 """
+
+import warnings
 
 import pytest
 import torch
@@ -26,17 +28,43 @@ from lib_speedkit.tome import apply_tome
 from tiny_models import unet_inputs
 
 
-class StandInGraph:
-    """Replays by re-running the forward on the static inputs into the static output."""
+class FrozenCall:
+    """What a CUDA graph is to a call, on the CPU: the call is recorded once (torch.jit.trace
+    freezes its Python control flow and the Python state of that moment, as a capture freezes
+    the kernels) and a replay runs only that recording on the static input buffers, writing the
+    static output buffer. A key that misses some Python state then shows as a stale replay."""
 
     def __init__(self, forward, args, kwargs):
-        self.forward, self.static_args, self.static_kwargs = forward, args, kwargs
-        self.output = forward(*args, **kwargs)
+        self.static_args, self.static_kwargs = args, kwargs
+        names = sorted(kwargs)
+        self.inputs = [*(a for a in args if isinstance(a, torch.Tensor))]
+        self.inputs += [kwargs[n] for n in names if isinstance(kwargs[n], torch.Tensor)]
+
+        def run(*tensors):
+            values = iter(tensors)
+            call_args = [next(values) if isinstance(a, torch.Tensor) else a for a in args]
+            call_kwargs = {n: next(values) if isinstance(kwargs[n], torch.Tensor) else kwargs[n] for n in names}
+            return forward(*call_args, **call_kwargs)
+
+        # Weights become constants of the recording that alias their storage (as a graph reads
+        # weights by address); jit.trace refuses to do that for tensors that require grad.
+        module = getattr(forward, "__self__", None)
+        params = [p for p in module.parameters() if p.requires_grad] if module is not None else []
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # TracerWarning: Python values are frozen, which is the point
+            try:
+                for param in params:
+                    param.requires_grad_(False)
+                self.traced = torch.jit.trace(run, tuple(self.inputs), check_trace=False, strict=False)
+            finally:
+                for param in params:
+                    param.requires_grad_(True)
+        self.output = self.traced(*self.inputs)
         self.replays = 0
 
     def replay(self):
         self.replays += 1
-        self.output.copy_(self.forward(*self.static_args, **self.static_kwargs))
+        self.output.copy_(self.traced(*self.inputs))
 
 
 class StandInCapturer:
@@ -44,13 +72,13 @@ class StandInCapturer:
 
     def __init__(self, fail_with: BaseException | None = None):
         self.fail_with = fail_with
-        self.captured: list[StandInGraph] = []
+        self.captured: list[FrozenCall] = []
         self.released = 0
 
     def capture(self, forward, args, kwargs):
         if self.fail_with is not None:
             raise self.fail_with
-        graph = StandInGraph(forward, args, kwargs)
+        graph = FrozenCall(forward, args, kwargs)
         self.captured.append(graph)
         return graph
 
@@ -224,7 +252,7 @@ def test_the_fingerprint_sees_what_a_graph_cannot(unet):
     with unet.register_forward_pre_hook(lambda *a: None):  # the root's hooks run eagerly
         assert module_fingerprint(unet) == base
     assert module_fingerprint(unet) == base
-    with apply_channels_last(unet, True):  # new weight storage: the old graphs would read stale memory
+    with apply_channels_last(unet, True):  # same storage, new strides: kernels read the memory differently
         assert module_fingerprint(unet) != base
 
 
@@ -256,3 +284,73 @@ def test_two_attention_backends_from_the_same_factory_have_different_fingerprint
         sdp = module_fingerprint(unet)
     with apply_attention(unet, "sdp-math", None):
         assert module_fingerprint(unet) != sdp
+
+
+class FlagTiling:
+    """Like the WebUI's Hypertile: an instance-level forward wrapper whose behaviour depends on a
+    Python flag flipped between generations (no weight, class or hook changes)."""
+
+    def __init__(self, module):
+        self.enabled = False
+        self.inner = module.forward
+
+    def __call__(self, x, *args, **kwargs):
+        if self.enabled:
+            x = x.flip(1)  # stands for a different tiling of the tokens
+        return self.inner(x, *args, **kwargs)
+
+
+def _attention_module(unet):
+    return next(m for n, m in unet.named_modules() if n.endswith("attn1"))
+
+
+def test_the_stand_in_freezes_python_state_so_a_stale_key_shows(unet, cache):
+    """What the host must never allow: the key misses the flag, so the replay is stale."""
+    tiling = FlagTiling(_attention_module(unet))
+    _attention_module(unet).forward = tiling
+    apply_cuda_graph(unet, cache, "same key whatever the flag")
+    call(unet)  # captured with the flag off
+    tiling.enabled = True
+    replayed = call(unet)
+    x, timesteps, context = unet_inputs(2, 7)
+    with torch.no_grad():
+        eager_now = type(unet).forward(unet, x, timesteps, context=context)
+    assert cache.stats.captures == 1 and cache.stats.replays == 2
+    assert not torch.equal(replayed, eager_now)
+
+
+def test_instance_level_forwards_inside_the_unet_are_found_and_keep_the_library_graph_off(unet):
+    from lib_speedkit.apply import apply_plan, library_appliers
+    from lib_speedkit.cuda_graph import instance_forwards
+    from lib_speedkit.plan import CudaGraphConfig, SpeedPlan
+
+    assert instance_forwards(unet) == {}
+    module = _attention_module(unet)
+    module.forward = FlagTiling(module)
+    assert list(instance_forwards(unet)) == [next(n for n, m in unet.named_modules() if m is module)]
+    appliers = library_appliers(graphs=GraphCache(StandInCapturer()))
+    with apply_plan(unet, SpeedPlan(cuda_graph=CudaGraphConfig(True)), appliers=appliers) as applied:
+        assert "cuda_graph" not in applied.applied
+        assert "replaced on the instance" in applied.skipped["cuda_graph"]
+        assert graphed_forward_of(unet) is None
+
+
+def test_a_forward_put_back_as_the_bound_class_method_is_not_a_replacement(unet, cache, assert_clean):
+    """ControlNet restores `model.forward = model._original_forward`: the plain forward again."""
+    unet.forward = type(unet).forward.__get__(unet)
+    before = ModuleSnapshot.capture(unet)
+    undo = apply_cuda_graph(unet, cache, "ctx")
+    call(unet)
+    assert cache.stats.captures == 1
+    undo()
+    assert_clean(unet, before)
+
+
+def test_an_argument_with_overlapping_memory_runs_eagerly_instead_of_failing(cache):
+    linear = torch.nn.Linear(4, 4)
+    apply_cuda_graph(linear, cache, "ctx")
+    x = torch.randn(1, 4).expand(3, 4)  # every row is the same memory
+    with torch.no_grad():
+        out = linear(x)
+    assert torch.equal(out, torch.nn.functional.linear(x, linear.weight, linear.bias))
+    assert cache.stats.captures == 0 and len(cache.stats.eager_calls) == 1

@@ -63,6 +63,20 @@ def test_bad_values_name_the_argument_and_its_position(args, label):
     assert label in str(caught.value)
 
 
+def test_a_tome_seed_beyond_what_torch_takes_is_refused_before_anything_runs():
+    args = [True, "keep", "off", 0.75, 0.5, 0.0, 1, 2, 2, True]
+    assert plan_from_args([*args, 2**64 - 1]).tome.seed == 2**64 - 1
+    with pytest.raises(PlanError) as caught:
+        plan_from_args([*args, 2**64])
+    assert caught.value.field == "tome_seed (args[10])"
+
+
+def test_the_largest_tome_seed_really_seeds_torch():
+    import torch
+
+    torch.Generator().manual_seed(2**64 - 1)
+
+
 def test_too_many_values_are_refused():
     with pytest.raises(PlanError, match="at most 14 values"):
         plan_from_args([*DEFAULT_ARGS, 1])

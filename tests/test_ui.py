@@ -6,8 +6,15 @@ import re
 import gradio as gr
 
 from lib_speedkit.plan import ATTENTION_CHOICES
-from lib_speedkit.script_args import ARG_NAMES
-from lib_speedkit.ui import build_controls, pasted_value, unavailable_note_html
+from lib_speedkit.script_args import ARG_NAMES, ARGS_BY_NAME, DEFAULT_ARGS
+from lib_speedkit.ui import build_controls, control_value, paste_fields, pasted_value, unavailable_note_html
+
+
+class StandInPasteField:
+    """Like the WebUI's PasteField: (component, function of the pasted parameters)."""
+
+    def __init__(self, component, function):
+        self.component, self.function = component, function
 
 
 class StandInAccordion(gr.Checkbox):
@@ -65,10 +72,38 @@ def test_a_disabled_note_makes_the_backend_and_cutoff_read_only():
     assert normal.attention.interactive is not False and normal.cutoff_mode.interactive is not False
 
 
-def test_pasting_an_image_without_speedkit_keys_closes_the_accordion_and_leaves_the_rest():
+def test_pasting_an_image_without_speedkit_keys_resets_every_control_to_its_default():
     params = {"Steps": "28", "Sampler": "Euler"}
-    assert pasted_value("enabled", params) is False
-    assert all(pasted_value(name, params) is None for name in ARG_NAMES[1:])
+    values = [pasted_value(name, params) for name in ARG_NAMES]
+    assert values == [
+        control_value(ARGS_BY_NAME[name], value) for name, value in zip(ARG_NAMES, DEFAULT_ARGS, strict=True)
+    ]
+    assert values[0] is False
+
+
+def test_pasting_invalid_speedkit_values_warns_visibly_and_leaves_those_controls_at_default():
+    _, controls = build()
+    fields = paste_fields(controls, StandInPasteField)
+    params = {"Speedkit attention": "quantum", "Speedkit ToMe": "0.5", "Speedkit cutoff": "fraction lots"}
+    values = {field.component.elem_id.rsplit("speedkit_", 1)[1]: field.function(params) for field in fields}
+    assert values["enabled"] is True and values["tome_ratio"] == 0.5
+    assert values["attention"] == "keep" and values["cutoff_mode"] == "off"
+    warning = values["paste_warning"]
+    assert "could not be used" in warning and "Speedkit attention" in warning and "Speedkit cutoff" in warning
+    assert fields[-1].function({"Speedkit ToMe": "0.5"}) == ""  # a clean paste clears the warning
+
+
+def test_one_paste_parses_the_infotext_once(monkeypatch):
+    import lib_speedkit.ui as ui_module
+
+    calls = []
+    real = ui_module.parse_infotext
+    monkeypatch.setattr(ui_module, "parse_infotext", lambda params: calls.append(1) or real(params))
+    _, controls = build()
+    params = {"Speedkit ToMe": "0.5"}
+    for field in paste_fields(controls, StandInPasteField):
+        field.function(params)
+    assert len(calls) == 1
 
 
 def test_pasting_speedkit_infotext_restores_every_control():

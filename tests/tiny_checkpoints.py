@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from lib_speedkit.bench.standalone import rerandomise
+from lib_speedkit.bench.models import rerandomise
 
 KINDS = (
     "SD1",

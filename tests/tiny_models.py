@@ -11,33 +11,15 @@ from __future__ import annotations
 
 import torch
 
-from lib_speedkit.bench.standalone import rerandomise
+from lib_speedkit.bench.models import TINY_UNET, build_unet
 
 CONTEXT_TOKENS = 77
-CONTEXT_DIM = 64
+CONTEXT_DIM = TINY_UNET["context_dim"]
 LATENT_SIZE = 16
 
 
 def tiny_unet(seed: int = 1234) -> torch.nn.Module:
-    from ldm.modules.diffusionmodules.openaimodel import UNetModel
-
-    unet = UNetModel(
-        image_size=LATENT_SIZE,
-        in_channels=4,
-        out_channels=4,
-        model_channels=32,
-        attention_resolutions=[1, 2],
-        num_res_blocks=1,
-        channel_mult=[1, 2],
-        num_heads=4,
-        use_spatial_transformer=True,
-        transformer_depth=1,
-        context_dim=CONTEXT_DIM,
-        use_checkpoint=False,
-        legacy=False,
-    )
-    rerandomise(unet, seed)
-    return unet.eval()
+    return build_unet(TINY_UNET, seed, image_size=LATENT_SIZE)
 
 
 def unet_inputs(batch: int = 2, seed: int = 7) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -235,20 +235,30 @@ def _matrix_rows(entries: Sequence[MatrixEntry], per_entry: dict[str, list[RunRe
                 "vram": _vram_peaks(records),
                 "vs_baseline": _diff(baseline_image, images[0] if images else None),
                 "run_to_run": _diff(images[0], images[1]) if len(images) >= 2 else None,
-                "notes": _speedkit_note(records),
-                "graph_captures": [r.measurement.info.get("graph_captures") for r in records],
+                "notes": _speedkit_notes(records),
+                "graph_captures": [_graph_captures(r) for r in records],
             }
         )
     return rows
 
 
-def _speedkit_note(records: Sequence[RunRecord]) -> str:
-    """The "Speedkit note" of the entry's last image (e.g. why a switch did not apply)."""
+def _speedkit_record(record: RunRecord) -> dict:
+    """The generation record the host put into the measurement (`info["speedkit"]`), or {}."""
+    return record.measurement.info.get("speedkit") or {}
+
+
+def _speedkit_notes(records: Sequence[RunRecord]) -> str:
+    """The notes of the entry's last generation (e.g. why a switch did not apply), from its record."""
     for record in reversed(records):
-        for part in record.measurement.info.get("infotext", "").split(", "):
-            if part.startswith("Speedkit note: "):
-                return part.removeprefix("Speedkit note: ").strip('"')
+        notes = _speedkit_record(record).get("notes")
+        if notes:
+            return "; ".join(notes)
     return ""
+
+
+def _graph_captures(record: RunRecord) -> int | None:
+    graphs = _speedkit_record(record).get("cuda_graph")
+    return graphs["captures"] if graphs else None
 
 
 def _median(values: Sequence[float]) -> float | None:

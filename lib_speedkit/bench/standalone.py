@@ -10,71 +10,27 @@ so attention really contributes.
 from __future__ import annotations
 
 import contextlib
-import math
 import time
 from dataclasses import dataclass
 
 import torch
 
-from ..apply import apply_plan
+from ..apply import apply_plan, library_appliers
+from ..cuda_graph import GraphCache
 from ..errors import SpeedkitError
 from ..guidance import CutoffCFGDenoiser
-from ..plan import AttentionConfig, ChannelsLastConfig, GuidanceCutoffConfig, SpeedPlan, TokenMergingConfig
+from ..plan import (
+    AttentionConfig,
+    ChannelsLastConfig,
+    CudaGraphConfig,
+    GuidanceCutoffConfig,
+    SpeedPlan,
+    TokenMergingConfig,
+)
 from ..sampling import EpsDenoiser, discrete_sigmas, sample_euler
+from .models import SD15_UNET, TINY_UNET, build_unet
 from .stats import summarise
 from .telemetry import TelemetrySampler, open_gpu_provider
-
-SD15_UNET = {
-    "model_channels": 320,
-    "attention_resolutions": [4, 2, 1],
-    "num_res_blocks": 2,
-    "channel_mult": [1, 2, 4, 4],
-    "num_heads": 8,
-    "context_dim": 768,
-}
-TINY_UNET = {
-    "model_channels": 32,
-    "attention_resolutions": [1, 2],
-    "num_res_blocks": 1,
-    "channel_mult": [1, 2],
-    "num_heads": 4,
-    "context_dim": 64,
-}
-
-
-def rerandomise(module: torch.nn.Module, seed: int = 1234) -> None:
-    """Give every parameter random values (no zero-initialised layer left), activations O(1)."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in module.named_parameters():
-            if param.dim() >= 2:
-                values = torch.randn(param.shape, generator=generator) / math.sqrt(param[0].numel())
-            elif name.endswith("weight"):  # norm scales
-                values = 1.0 + 0.1 * torch.randn(param.shape, generator=generator)
-            else:
-                values = 0.05 * torch.randn(param.shape, generator=generator)
-            param.copy_(values)
-
-
-def build_unet(config: dict, seed: int = 1234) -> torch.nn.Module:
-    try:
-        from ldm.modules.diffusionmodules.openaimodel import UNetModel
-    except ImportError as error:
-        raise SpeedkitError(
-            "the standalone bench needs the ldm package: pip install --no-deps stable-diffusion-sdkit"
-        ) from error
-    unet = UNetModel(
-        image_size=32,
-        in_channels=4,
-        out_channels=4,
-        use_spatial_transformer=True,
-        transformer_depth=1,
-        use_checkpoint=False,
-        legacy=False,
-        **config,
-    )
-    rerandomise(unet, seed)
-    return unet.eval()
 
 
 def default_plans() -> list[tuple[str, SpeedPlan]]:
@@ -86,6 +42,11 @@ def default_plans() -> list[tuple[str, SpeedPlan]]:
         ("sdp + channels-last", SpeedPlan(AttentionConfig("sdp"), channels_last=ChannelsLastConfig(True))),
         ("sdp + ToMe 0.5", SpeedPlan(AttentionConfig("sdp"), tome=TokenMergingConfig(ratio=0.5))),
         ("sdp + cutoff 0.75", SpeedPlan(AttentionConfig("sdp"), GuidanceCutoffConfig("fraction", 0.75))),
+        ("sdp + CUDA graph", SpeedPlan(AttentionConfig("sdp"), cuda_graph=CudaGraphConfig(True))),
+        (
+            "fast path (sdp, graph, c-last)",
+            SpeedPlan(AttentionConfig("sdp"), channels_last=ChannelsLastConfig(True), cuda_graph=CudaGraphConfig(True)),
+        ),
     ]
 
 
@@ -133,11 +94,16 @@ def run_standalone(settings: StandaloneSettings, progress=print) -> dict:
         )
     provider, reason = open_gpu_provider() if device.type == "cuda" else (None, "no CUDA device")
     rows = []
+    appliers = library_appliers(dtype, GraphCache())  # graphs kept across rows, as in steady use
     for label, plan in default_plans():
         try:
-            applied = apply_plan(unet, plan, compute_dtype=dtype)
+            applied = apply_plan(unet, plan, compute_dtype=dtype, appliers=appliers)
         except SpeedkitError as error:
             rows.append({"label": label, "unavailable": str(error)})
+            continue
+        if applied.skipped:  # a row must measure what its label says, not the plan without a switch
+            applied()
+            rows.append({"label": label, "unavailable": "; ".join(applied.skipped.values())})
             continue
         with applied:
             rows.append(

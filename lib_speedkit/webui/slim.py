@@ -223,9 +223,3 @@ def environment_load_speed(filename: str | None) -> dict | None:
         "hint": record.get("hint"),
         "note": record.get("note"),
     }
-
-
-def add_routes(_demo, app) -> None:
-    from .access import add_route
-
-    add_route(app, "/speedkit/v1/slim", slim_endpoint, ["POST"], needs_api=True)

@@ -361,7 +361,7 @@ def write_tiny_checkpoint(root: Path, final_root: Path | None = None) -> Path:
     from safetensors.torch import save_file
 
     sys.path.insert(0, str(REPO_ROOT))
-    from lib_speedkit.bench.standalone import rerandomise  # no zero-initialised layer left
+    from lib_speedkit.bench.models import rerandomise  # no zero-initialised layer left
 
     clip_dir = root / "tiny-clip"
     write_clip_tokenizer(clip_dir)

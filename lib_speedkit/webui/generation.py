@@ -1,0 +1,265 @@
+"""One generation with Speedkit: the plan applied through the engine (lib_speedkit.apply) with the
+WebUI's appliers (HostHooks built from `modules.*`), and its record. webui/hooks.py drives it.
+
+Generation features (channels-last, attention, ToMe, cutoff) are applied at `process`; a plan
+that cannot apply is refused with the reason, and an unexpected error undoes everything and
+fails the generation with the error. Pass features (CUDA graph, lean step) are decided for each
+sampling pass and taken off right after it. A generation inside another one (ADetailer's pass)
+applies only its cutoff: the UNet's switches stay as the outer generation set them.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+
+from modules import shared
+
+from ..appliers import HostHooks, host_appliers
+from ..apply import GENERATION_FEATURES, PASS_FEATURES, AppliedPlan, apply_plan
+from ..cuda_graph import MIN_TORCH, graph_support
+from ..errors import SpeedkitError
+from ..plan import INFOTEXT_FEATURES, SpeedPlan, TokenMergingConfig, format_infotext
+from ..undo import Undo
+from . import attention, cutoff, fast_path
+from .attention import FORGE_NOTE, is_forge
+
+NOTE_KEY = "Speedkit note"
+HOST_TOME_OPTIONS = ("token_merging_ratio", "token_merging_ratio_img2img", "token_merging_ratio_hr")
+NESTED_FEATURES = ("cutoff",)
+"""What a generation nested in another applies itself: the cutoff (per `p`); the UNet's switches
+stay as the outer generation set them."""
+NESTED_NOTE = (
+    "ran inside another Speedkit generation (e.g. ADetailer's pass): attention, ToMe and channels-last "
+    "as that generation set them"
+)
+
+
+class GenerationRefused(SpeedkitError):
+    """Speedkit could not apply the requested plan, so the generation does not run."""
+
+
+@dataclass
+class GenerationRecord:
+    """What the status endpoint and the bench read about a generation (`enabled` False: Speedkit
+    was off and touched nothing, so nothing was counted)."""
+
+    enabled: bool = True
+    requested: dict[str, str] = field(default_factory=dict)
+    applied: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    refused: str | None = None
+    nested: bool = False
+    unet_calls: dict | None = None  # with/without the uncond pass, the whole generation
+    passes: list[dict] = field(default_factory=list)  # per sampling pass: calls, graph statistics
+    cuda_graph: dict | None = None  # replays, captures and eager calls by reason, the whole generation
+    started: float = field(default_factory=time.time)
+    finished: float | None = None
+
+    def as_json(self) -> dict:
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+
+def check_plan_can_run(plan: SpeedPlan) -> None:
+    """Refuse, before a generation starts, what cannot run in this WebUI."""
+    if is_forge() and (plan.attention.enabled or plan.cutoff.enabled):
+        raise SpeedkitError(FORGE_NOTE)
+    if plan.attention.enabled:
+        attention.resolve_backend(plan.attention.backend)
+        attention.check_backend_runnable(plan.attention.backend)
+    if plan.cuda_graph.enabled and graph_support("cpu") is not None:
+        need = ".".join(map(str, MIN_TORCH))
+        raise SpeedkitError(f"cuda_graph: unavailable here: {graph_support('cpu')} (needs torch >= {need})")
+
+
+class Generation:
+    """Speedkit's state for one `process_images` call."""
+
+    def __init__(self, p, plan: SpeedPlan, outer: Generation | None = None):
+        self.p = p
+        self.plan = self._for_this_image(plan)
+        self.outer = outer
+        self.record = GenerationRecord(requested=format_infotext(plan), nested=outer is not None)
+        self.applied: AppliedPlan | None = None
+        self.guidance: cutoff.GuidancePass | None = None
+        self.pass_networks = fast_path.PassNetworks(None, None)
+        self.in_pass = False
+        self.failure: GenerationRefused | None = None
+        self.graph_before: dict | None = None
+        self.pass_graph_before: dict | None = None
+
+    def _for_this_image(self, plan: SpeedPlan) -> SpeedPlan:
+        tome = plan.tome
+        if tome.use_rand and tome.seed is None:
+            tome = replace(tome, seed=int(self.p.all_seeds[0]) % 2**63)
+        if tome.hr_ratio and not getattr(self.p, "enable_hr", False):
+            tome = replace(tome, hr_ratio=0.0)  # no hires pass: do not claim a hires ratio
+        return replace(plan, tome=tome)
+
+    # -- before_process: p fields and overrides, applied and restored by the host
+    def prepare(self) -> None:
+        if self.plan.tome.enabled and self.outer is None:
+            for option in HOST_TOME_OPTIONS:
+                self.p.override_settings[option] = 0.0
+            self.p.token_merging_ratio = 0.0
+            self.p.token_merging_ratio_hr = 0.0
+
+    # -- process: apply the generation features
+    def activate(self) -> None:
+        unet = shared.sd_model.model.diffusion_model
+        features = NESTED_FEATURES if self.outer is not None else GENERATION_FEATURES
+        try:
+            check_plan_can_run(self.plan)
+            self.applied = apply_plan(
+                unet, self.plan, appliers=host_appliers(self.hooks()), features=features, exclusive=False
+            )
+            applied_cutoff = self.plan.cutoff if "cutoff" in self.applied.applied else None
+            self.guidance = cutoff.GuidancePass(self.p, applied_cutoff)
+            counter = unet.register_forward_pre_hook(self.guidance.count_rows)
+            self.applied.stack.set("guidance counter", Undo(counter.remove, "unet call counter"))
+        except BaseException as error:  # noqa: BLE001 - undone whatever it was; re-raised unless an Exception
+            self._undo_after(error)
+            self.refuse(_reason(error))
+            return
+        if self.outer is not None:
+            self.note(NESTED_NOTE)
+        self._claim(self.applied.applied & set(GENERATION_FEATURES))
+        for reason in self.applied.skipped.values():
+            self.note(reason)
+
+    def _undo_after(self, error: BaseException) -> None:
+        """Something failed after (part of) the plan was applied: nothing may stay applied."""
+        applied, self.applied, self.guidance = self.applied, None, None
+        if applied is not None:
+            applied()
+        if not isinstance(error, Exception):
+            raise error
+
+    def _fail_during_sampling(self, error: BaseException, where: str) -> None:
+        """A failure inside a sampling pass's hooks (the WebUI would only log it): undo
+        everything and make the next denoiser call fail with the reason."""
+        self._undo_after(error)
+        self.failure = GenerationRefused(f"Speedkit failed {where}, nothing of it stays applied: {_reason(error)}")
+
+    def hooks(self) -> HostHooks:
+        return HostHooks(
+            backend_title=attention.resolve_backend,
+            current_title=attention.current_backend_title,
+            switch_title=attention.switch_title,
+            check_backend=attention.check_backend_runnable,
+            cutoff_blocker=lambda config: cutoff.cutoff_guard(self.p, config),
+            host_cutoff=lambda config: cutoff.host_sigma_threshold(self.p, config),
+            graphs=fast_path.GRAPHS,
+            graph_blocker=lambda: fast_path.graph_blocker(
+                shared.sd_model.model.diffusion_model, self.current_tome(), self.pass_networks
+            ),
+            graph_key=fast_path.graph_context_key,
+            forward_keyed=fast_path.hypertile_keyed,
+            lean_blocker=lambda: self.pass_networks.lean_blocker(),
+            wrapped_forwards=lambda: self.pass_networks.wrapped_forwards(),
+        )
+
+    def current_tome(self) -> TokenMergingConfig | None:
+        """The ToMe settings on the UNet now (a nested generation runs under the outermost's)."""
+        outermost = self
+        while outermost.outer is not None:
+            outermost = outermost.outer
+        applied = outermost.applied
+        return outermost.plan.tome if applied is not None and "tome" in applied.applied else None
+
+    def _claim(self, features: set[str]) -> None:
+        """Infotext and record claim a feature only once it really applied."""
+        claimed = {
+            key: value for key, value in format_infotext(self.plan).items() if INFOTEXT_FEATURES[key] in features
+        }
+        self.record.applied.update(claimed)
+        self.p.extra_generation_params.update(claimed)
+
+    # -- before_hr: the hires pass may merge at another ratio
+    def before_hires(self) -> None:
+        tome = self.plan.tome
+        if self.applied is None or self.outer is not None or not tome.enabled or not tome.hr_ratio:
+            return
+        self.after_sampling()
+        try:
+            self.applied.apply(["tome"], plan=replace(self.plan, tome=tome.for_hires_pass()))
+        except BaseException as error:  # noqa: BLE001 - undone whatever it was; re-raised unless an Exception
+            self._fail_during_sampling(error, "applying the hires pass's ToMe")
+
+    # -- process_before_every_sampling / post_sample: the pass features for one sampling pass
+    def before_sampling(self) -> None:
+        if self.applied is None:
+            return
+        self.after_sampling()
+        self.guidance.new_pass()
+        self.in_pass = True
+        self.record.passes.append({"unet_calls": self.guidance.counts(), "cuda_graph": None})
+        if not (self.plan.cuda_graph.enabled or self.plan.lean_step.enabled):
+            return
+        self.pass_networks = fast_path.PassNetworks.now()
+        self.pass_graph_before = fast_path.GRAPHS.stats.as_json()
+        if self.graph_before is None and self.plan.cuda_graph.enabled:
+            self.graph_before = self.pass_graph_before
+        try:
+            self.applied.begin_pass()
+        except BaseException as error:  # noqa: BLE001 - undone whatever it was; re-raised unless an Exception
+            self._fail_during_sampling(error, "preparing a sampling pass")
+            return
+        self._claim(self.applied.applied & set(PASS_FEATURES))
+        for feature in PASS_FEATURES:
+            if feature in self.applied.skipped:
+                self.note_once(self.applied.skipped[feature])
+
+    def after_sampling(self) -> None:
+        """The pass is over: its pass features come off; its counts are recorded."""
+        if self.applied is None or not self.in_pass:
+            return
+        self.in_pass = False
+        self.applied.end_pass()
+        current = self.record.passes[-1]
+        started = current["unet_calls"]
+        counts = self.guidance.counts()
+        current["unet_calls"] = {key: counts[key] - started[key] for key in counts}
+        if self.pass_graph_before is not None:
+            current["cuda_graph"] = fast_path.GRAPHS.stats.since(self.pass_graph_before)
+            self.pass_graph_before = None
+
+    # -- refusing, notes, restoring
+    def refuse(self, reason: str) -> None:
+        """Make this generation fail with a clear message before sampling (nothing applied)."""
+        message = f"Speedkit did not run this generation: {reason}"
+        self.record.refused = message
+        print(f"[speedkit] {message}")
+
+        def refuse_sampling(*_args, **_kwargs):
+            raise GenerationRefused(message)
+
+        self.p.sample = refuse_sampling
+
+    def note(self, text: str) -> None:
+        self.record.notes.append(text)
+        print(f"[speedkit] {text}")
+        self.p.extra_generation_params[NOTE_KEY] = "; ".join(self.record.notes)
+
+    def note_once(self, text: str) -> None:
+        if text not in self.record.notes:
+            self.note(text)
+
+    def finish(self) -> None:
+        try:
+            self.after_sampling()
+            if self.applied is not None:
+                self.applied()
+        finally:
+            self.record.finished = time.time()
+            if self.guidance is not None:
+                self.record.unet_calls = self.guidance.counts()
+                self.guidance.current = None
+            if self.graph_before is not None:
+                self.record.cuda_graph = fast_path.GRAPHS.stats.since(self.graph_before) | {
+                    "cached_graphs": len(fast_path.GRAPHS)
+                }
+
+
+def _reason(error: BaseException) -> str:
+    return str(error) if isinstance(error, SpeedkitError) else f"{type(error).__name__}: {error}"
