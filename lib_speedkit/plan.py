@@ -456,6 +456,8 @@ def _parse_tome(text: Mapping[str, str]) -> TokenMergingConfig:
     if KEY_TOME_STRIDE in text:
         sx, _, sy = text[KEY_TOME_STRIDE].lower().partition("x")
         options["sx"], options["sy"] = int(sx), int(sy)
+    elif f"{KEY_TOME_STRIDE}-1" in text:  # the WebUI's parser splits any "NxM" value into "-1"/"-2" keys
+        options["sx"], options["sy"] = int(text[f"{KEY_TOME_STRIDE}-1"]), int(text[f"{KEY_TOME_STRIDE}-2"])
     if KEY_TOME_RANDOM in text:
         options["use_rand"] = _parse_bool(text[KEY_TOME_RANDOM])
     if KEY_TOME_SEED in text:

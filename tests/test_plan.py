@@ -150,3 +150,10 @@ def test_parsing_accepts_non_string_values_as_the_webui_parser_may_give():
 
 def test_integral_floats_from_json_are_accepted_for_integer_fields():
     assert TokenMergingConfig(ratio=0.5, max_downsample=2.0, sx=2.0).max_downsample == 2
+
+
+def test_a_stride_split_by_the_webuis_parser_is_read_back():
+    """A1111's parse_generation_parameters turns any "NxM" value into "<key>-1"/"<key>-2"."""
+    params = {"Speedkit ToMe": "0.4", "Speedkit ToMe stride-1": "2", "Speedkit ToMe stride-2": "1"}
+    parsed = parse_infotext(params)
+    assert parsed.problems == () and (parsed.plan.tome.sx, parsed.plan.tome.sy) == (2, 1)
