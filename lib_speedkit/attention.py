@@ -3,7 +3,8 @@
 Each backend computes exactly the attention of ldm's original forward (softmax(q·kᵀ·scale)·v with
 the same projections and head layout); they differ in kernel, speed, memory and rounding:
 
-  v1             original einsum attention, q·k and softmax in fp32. Full n×m matrix in memory.
+  v1             original einsum attention, q·k and softmax in fp32 (also under autocast). Full
+                 n×m matrix in memory.
   sdp            torch scaled_dot_product_attention, PyTorch picks the kernel.
   sdp-flash      SDPA restricted to the FlashAttention kernel (CUDA fp16/bf16; also CPU).
   sdp-efficient  SDPA restricted to the memory-efficient kernel (CUDA only).
@@ -34,6 +35,7 @@ from .errors import BackendUnavailable, SpeedkitError
 from .plan import LIBRARY_BACKENDS
 from .undo import SLOTS, Undo
 
+OUT_OF_MEMORY = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
 ATTENTION_CLASS_NAMES = ("CrossAttention", "MemoryEfficientCrossAttention")
 """Class names of the ldm/sgm attention modules a backend replaces the forward of."""
 
@@ -203,11 +205,14 @@ class EinsumBackend(AttentionBackend):
     summary = "original einsum attention (fp32 scores); full attention matrix in memory"
 
     def _attend(self, q, k, v, mask, scale):
-        scores = torch.einsum("bhid,bhjd->bhij", q.float(), k.float()) * scale
-        if mask is not None:
-            scores = scores.masked_fill(~mask, -torch.finfo(scores.dtype).max)
-        weights = scores.softmax(dim=-1).to(v.dtype)
-        return torch.einsum("bhij,bhjd->bhid", weights, v)
+        # Under autocast einsum would run in the low precision whatever the inputs: the scores
+        # are computed with autocast off, as ldm's own forward does (_ATTN_PRECISION "fp32").
+        with torch.autocast(device_type=q.device.type, enabled=False):
+            scores = torch.einsum("bhid,bhjd->bhij", q.float(), k.float()) * scale
+            if mask is not None:
+                scores = scores.masked_fill(~mask, -torch.finfo(scores.dtype).max)
+            weights = scores.softmax(dim=-1)
+        return torch.einsum("bhij,bhjd->bhid", weights.to(v.dtype), v)
 
 
 class SdpaBackend(AttentionBackend):
@@ -232,8 +237,12 @@ class SdpaBackend(AttentionBackend):
             with sdpa_kernel(self._kernel()):
                 return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
         except RuntimeError as error:
-            reason = self._probe(q.device, q.dtype, q.shape[-1]).reason or str(error)
-            raise BackendUnavailable(self.name, reason) from error
+            if isinstance(error, OUT_OF_MEMORY):
+                raise  # out of memory is not "this kernel cannot run": callers handle it as such
+            availability = self._probe(q.device, q.dtype, q.shape[-1])
+            if availability:
+                raise  # the kernel runs for this input: some other error, unchanged
+            raise BackendUnavailable(self.name, availability.reason) from error
 
     def _probe(self, device, dtype, head_dim):
         if not hasattr(F, "scaled_dot_product_attention"):

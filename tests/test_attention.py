@@ -187,3 +187,45 @@ def test_upcast_computes_attention_in_fp32_and_returns_the_input_dtype(monkeypat
         plain = backend.module_forward(upcast=lambda: False)(module, x)
     assert seen == [torch.float32, torch.bfloat16]
     assert upcast.dtype == plain.dtype == torch.bfloat16
+
+
+def test_v1_computes_scores_and_softmax_in_fp32_under_autocast(monkeypatch):
+    """Under bf16 autocast a plain einsum would produce bf16 scores (they overflow in fp16 on
+    SD2-class models); v1 keeps them fp32 as its docstring says."""
+    seen = []
+    real_softmax = torch.Tensor.softmax
+
+    def recording_softmax(self, *args, **kwargs):
+        seen.append(self.dtype)
+        return real_softmax(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.Tensor, "softmax", recording_softmax)
+    q, k, v = (torch.randn(1, 2, 16, 8, dtype=torch.bfloat16) for _ in range(3))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = BACKENDS["v1"]._attend(q, k, v, None, 8**-0.5)
+    assert seen == [torch.float32]
+    expected = torch.softmax(q.float() @ k.float().transpose(-1, -2) * 8**-0.5, dim=-1).to(v.dtype) @ v
+    assert out.dtype == torch.bfloat16 and torch.allclose(out.float(), expected.float(), atol=1e-2)
+
+
+def test_out_of_memory_in_a_restricted_kernel_stays_an_out_of_memory_error(monkeypatch):
+    def out_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", out_of_memory)
+    q = torch.randn(1, 2, 16, 8)
+    with pytest.raises(torch.OutOfMemoryError):
+        BACKENDS["sdp-math"]._attend(q, q, q, None, 8**-0.5)
+
+
+def test_an_error_the_probe_does_not_confirm_is_not_reported_as_an_unavailable_kernel(monkeypatch):
+    assert BACKENDS["sdp-math"].is_available("cpu", torch.float32, 8)  # probed with the real kernel
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("shape mismatch somewhere")
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", broken)
+    q = torch.randn(1, 2, 16, 8)
+    with pytest.raises(RuntimeError, match="shape mismatch") as raised:
+        BACKENDS["sdp-math"]._attend(q, q, q, None, 8**-0.5)
+    assert not isinstance(raised.value, BackendUnavailable)

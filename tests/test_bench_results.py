@@ -72,6 +72,23 @@ def test_matrix_alternates_order_and_compares_images_with_the_baseline():
     assert rows["tome"]["speedkit"] == {"Speedkit ToMe": "0.5"}
 
 
+def test_matrix_rows_take_notes_and_captures_from_the_generation_record_whole():
+    """A note may contain ", " (infotext's separator): it comes from the record, not the infotext."""
+    note = "CUDA graph not used for this pass: the WebUI runs on cpu, CUDA graphs need a CUDA device"
+    record = {"notes": [note, "lean step off, for a reason"], "cuda_graph": {"captures": 2}}
+
+    def generate(preset, plan):
+        measurement = FakeGenerator()(preset, plan)
+        if plan is not None:
+            measurement.info["speedkit"] = record
+        return measurement
+
+    entries = [MatrixEntry("baseline", None), MatrixEntry("graph", SpeedPlan())]
+    rows = {row["label"]: row for row in run_matrix(generate, PRESET, entries, sampler())["rows"]}
+    assert rows["graph"]["notes"] == f"{note}; lean step off, for a reason"
+    assert rows["graph"]["graph_captures"] == [2, 2, 2] and rows["baseline"]["graph_captures"] == [None] * 3
+
+
 def test_history_survives_corrupt_lines_and_exports(tmp_path):
     history = History(tmp_path / "speedkit" / "bench-history.jsonl")
     history.append({"label": "a", "speed": {"sampler_its": {"median": 20.0}}})

@@ -354,3 +354,26 @@ def test_an_argument_with_overlapping_memory_runs_eagerly_instead_of_failing(cac
         out = linear(x)
     assert torch.equal(out, torch.nn.functional.linear(x, linear.weight, linear.bias))
     assert cache.stats.captures == 0 and len(cache.stats.eager_calls) == 1
+
+
+@pytest.mark.parametrize(("version", "supported"), [("2.1.2+cu121", False), ("2.3.1", False), ("2.4.0", True)])
+def test_the_fast_path_states_the_torch_it_needs(monkeypatch, version, supported):
+    """A1111 1.10.1's installer brings torch 2.1.2, whose autocast queries take no device type."""
+    from lib_speedkit.cuda_graph import graph_support
+
+    monkeypatch.setattr(torch, "__version__", version)
+    reason = graph_support("cpu")
+    assert (reason is None) is supported
+    if not supported:
+        assert reason == f"the CUDA-graph fast path needs torch >= 2.4 (this WebUI runs torch {version})"
+
+
+def test_on_an_old_torch_the_library_leaves_the_graph_out_with_the_reason(unet, monkeypatch):
+    from lib_speedkit.apply import apply_plan, library_appliers
+    from lib_speedkit.plan import CudaGraphConfig, SpeedPlan
+
+    monkeypatch.setattr(torch, "__version__", "2.1.2")
+    appliers = library_appliers(graphs=GraphCache(StandInCapturer()))
+    with apply_plan(unet, SpeedPlan(cuda_graph=CudaGraphConfig(True)), appliers=appliers) as applied:
+        assert "needs torch >= 2.4" in applied.skipped["cuda_graph"]
+        assert graphed_forward_of(unet) is None

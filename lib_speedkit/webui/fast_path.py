@@ -30,6 +30,7 @@ from ..cuda_graph import GraphCache, module_fingerprint
 from ..plan import TokenMergingConfig
 from ..tome import tome_settings_key
 from .attention import current_backend_title
+from .hypertile import hypertile_blocker, hypertile_key
 
 GRAPHS = GraphCache()
 """The process's CUDA graphs of the UNet (released on model load, unload and when a generation
@@ -43,7 +44,6 @@ LORA_WRAPPED_FORWARDS = (
     (torch.nn.MultiheadAttention, "network_MultiheadAttention_forward"),
 )
 LORA_PATCH_KEY = "lora_patches"  # the key the Lora built-in patches torch.nn classes under
-HYPERTILE_PARAMS = "__webui_hypertile_params"  # the attribute Hypertile puts on the modules it wraps
 
 
 class _Keep:
@@ -97,24 +97,14 @@ class PassNetworks:
         return found
 
 
-def hypertile_params(unet: torch.nn.Module) -> list:
-    return [params for module in unet.modules() if (params := getattr(module, HYPERTILE_PARAMS, None)) is not None]
-
-
-def hypertile_keyed(_name: str, forward: object) -> bool:
-    """Hypertile's wrapper is known: off, it only calls the original (its settings are in the key)."""
-    closure = getattr(forward, "__closure__", None) or ()
-    return any(type(cell.cell_contents).__name__ == "HypertileParams" for cell in closure)
-
-
 def graph_blocker(unet: torch.nn.Module, tome: TokenMergingConfig | None, networks: PassNetworks) -> str | None:
     """Why this sampling pass cannot be replayed from CUDA graphs (None: it can)."""
     from modules import sd_unet
 
-    if shared.device.type != "cuda":
-        return f"the WebUI runs on {shared.device.type}, CUDA graphs need a CUDA device"
     if lowvram.is_enabled(shared.sd_model):
         return "--medvram/--lowvram move the UNet between CPU and GPU, and a graph would read freed weights"
+    if shared.device.type != "cuda":
+        return f"the WebUI runs on {shared.device.type}, CUDA graphs need a CUDA device"
     if networks.blocker is not None:
         return networks.blocker
     if shared.loaded_hypernetworks:
@@ -123,23 +113,18 @@ def graph_blocker(unet: torch.nn.Module, tome: TokenMergingConfig | None, networ
         return "random ToMe draws new destinations on every call"
     if sd_unet.current_unet is not None:
         return f"another UNet implementation is active ({sd_unet.current_unet_option.label})"
-    if any(params.enabled for params in hypertile_params(unet)):
-        return "Hypertile is on: it picks its tiles at random on every call, which a graph would freeze"
-    return None
+    return hypertile_blocker(unet)
 
 
 def graph_context_key(unet: torch.nn.Module) -> tuple:
     """What the graphs of this pass depend on beyond their call arguments."""
-    hypertile = tuple(
-        (p.layer_name, p.enabled, p.tile_size, p.swap_size, p.aspect_ratio) for p in hypertile_params(unet)
-    )
     return (
         id(unet),
         module_fingerprint(unet),
         tome_settings_key(unet),
         current_backend_title(),
         bool(shared.opts.upcast_attn),
-        hypertile,
+        hypertile_key(unet),
     )
 
 

@@ -23,6 +23,7 @@ from ..plan import INFOTEXT_FEATURES, SpeedPlan, TokenMergingConfig, format_info
 from ..undo import Undo
 from . import attention, cutoff, fast_path
 from .attention import FORGE_NOTE, is_forge
+from .hypertile import is_hypertile_forward
 
 NOTE_KEY = "Speedkit note"
 HOST_TOME_OPTIONS = ("token_merging_ratio", "token_merging_ratio_img2img", "token_merging_ratio_hr")
@@ -154,7 +155,7 @@ class Generation:
                 shared.sd_model.model.diffusion_model, self.current_tome(), self.pass_networks
             ),
             graph_key=fast_path.graph_context_key,
-            forward_keyed=fast_path.hypertile_keyed,
+            forward_keyed=is_hypertile_forward,
             lean_blocker=lambda: self.pass_networks.lean_blocker(),
             wrapped_forwards=lambda: self.pass_networks.wrapped_forwards(),
         )

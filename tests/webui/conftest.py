@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from harness import WebUIServer, a1111_dir
+from helpers import pixels, status, txt2img
 
 HERE = Path(__file__).resolve().parent
 # A test-only extension (makes sampling fail on demand), linked in beside Speedkit when present.
@@ -37,6 +38,12 @@ def webui():
             yield server
         finally:
             _servers.remove(server)
+
+
+@pytest.fixture(scope="module")
+def pristine(webui) -> dict:
+    """The WebUI's state before the module's Speedkit generations, and a reference image without Speedkit."""
+    return {"status": status(webui), "pixels": pixels(txt2img(webui))}
 
 
 @pytest.hookimpl(hookwrapper=True)

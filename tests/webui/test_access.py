@@ -15,7 +15,7 @@ import urllib.request
 
 import pytest
 from harness import WebUIServer, a1111_dir, basic_auth_header, http_json
-from test_switches import post
+from helpers import post
 
 API_USER = ("speedkit", "pa55-w0rd")
 LOGIN_USER = ("artist", "brush")

@@ -8,8 +8,7 @@ import time
 
 import pytest
 from harness import http_json
-from test_switches import assert_restored, post, status
-from test_switches import pristine as pristine  # the fixture, shared with test_switches
+from helpers import assert_restored, post, status
 
 TINY = {"steps": 4, "width": 64, "height": 64, "runs": 2, "warmup": 1}
 

@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 from harness import http_json
-from test_switches import post
+from helpers import post
 
 CHECK = {"steps": 2, "size": 64}
 
