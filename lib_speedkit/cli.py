@@ -55,13 +55,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_slim_parser(commands) -> None:
+    from .slim.convert import SlimConfig
+
+    defaults = SlimConfig()
     slim = commands.add_parser("slim", help="a checkpoint -> a pruned fp16 safetensors file beside it")
     slim.add_argument("path", help="a .safetensors, .ckpt or .pt checkpoint")
-    slim.add_argument("--dtype", default="fp16", help="fp16 (default), bf16, or keep (prune only)")
+    slim.add_argument("--dtype", default=defaults.dtype, help="fp16 (default), bf16, or keep (prune only)")
     slim.add_argument("--no-prune", action="store_true", help="keep EMA copies and duplicate keys")
     slim.add_argument("--vae", help="bake this VAE file in (replaces the checkpoint's VAE)")
     slim.add_argument("--drop-vae", action="store_true", help="leave the VAE out (select one in the WebUI)")
-    slim.add_argument("--suffix", default="-slim", help="output name: NAME<suffix>.safetensors (default -slim)")
+    slim.add_argument(
+        "--suffix", default=defaults.suffix, help=f"output name: NAME<suffix>.safetensors (default {defaults.suffix})"
+    )
     slim.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     slim.add_argument("--allow-unsafe-pickle", action="store_true", help="unpickle .ckpt files that need code")
     slim.add_argument("--no-load-speed", action="store_true", help="skip the read-speed measurement")

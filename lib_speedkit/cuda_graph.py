@@ -1,7 +1,8 @@
 """The CUDA-graph fast path: replay a module's forward (the UNet's) from captured CUDA graphs.
 
 Why: at 512² an eager SD1.5 UNet call issues about 1 350 operators; on a fast GPU the host needs
-longer to launch them than the GPU needs to run them, so the WebUI is host-bound (DESIGN.md §3).
+longer to launch them than the GPU needs to run them, so the WebUI is host-bound (on an H200 a
+stock 512² step took 34–43 ms of host time for about 14 ms of GPU work; docs/BENCHMARKS.md).
 A CUDA graph records the kernels of one call once and replays them with one launch.
 
 How it works:

@@ -24,7 +24,6 @@ from .plan import (
     KEEP,
     TOME_DOWNSAMPLES,
     TOME_MAX_RATIO,
-    TOME_MAX_SEED,
     TOME_MAX_STRIDE,
     AttentionConfig,
     ChannelsLastConfig,
@@ -67,13 +66,14 @@ class ScriptArg:
 
 
 SCRIPT_ARGS: tuple[ScriptArg, ...] = (
-    ScriptArg("enabled", bool, False, "Speedkit", "true applies the rest", "accordion"),
+    ScriptArg("enabled", bool, False, "Speedkit", "`true` applies the rest", "accordion"),
     ScriptArg(
         "attention",
         str,
         KEEP,
         "Attention backend",
-        "`keep`, a backend name or a WebUI title such as `sdp - scaled dot product`",
+        ", ".join(f"`{choice}`" for choice in ATTENTION_CHOICES)
+        + " (WebUI titles such as `sdp - scaled dot product` work too)",
         "dropdown",
         row="attention",
         choices=ATTENTION_CHOICES,
@@ -184,7 +184,7 @@ SCRIPT_ARGS: tuple[ScriptArg, ...] = (
         int,
         IMAGE_SEED,
         "ToMe seed (-1 = image seed)",
-        f"-1 = the image seed; 0–{TOME_MAX_SEED}",
+        "-1 = the image seed; 0 to 2**64 - 1",
         "number",
         row="tome options",
         axis="ToMe seed",
@@ -195,7 +195,7 @@ SCRIPT_ARGS: tuple[ScriptArg, ...] = (
         bool,
         False,
         "Channels-last UNet",
-        "",
+        "channels-last (NHWC) UNet weights and inputs",
         "checkbox",
         row="attention",
         axis="Channels-last",
@@ -206,7 +206,7 @@ SCRIPT_ARGS: tuple[ScriptArg, ...] = (
         bool,
         False,
         "CUDA graph (fast path)",
-        "replay the UNet from CUDA graphs (the fast path)",
+        "replay the UNet from CUDA graphs (the fast path; needs torch >= 2.4)",
         "checkbox",
         row="fast path",
         info="replays the UNet; lossless; keeps ~1 UNet call of VRAM; eager with LoRA",
@@ -348,3 +348,16 @@ def args_from_plan(plan: SpeedPlan) -> list[object]:
     """Positional script args that reproduce `plan` (for pasting infotext and API clients)."""
     values = args_by_name_from_plan(plan)
     return [values[name] for name in ARG_NAMES]
+
+
+def _markdown_value(value: object) -> str:
+    return f"`{str(value).lower()}`" if isinstance(value, bool) else f"`{value!r}`".replace("'", '"')
+
+
+def api_table_markdown() -> str:
+    """The README's table of the API's positional args, made from SCRIPT_ARGS (a test keeps the
+    README equal to it)."""
+    rows = ["| # | name | default | values |", "|---|---|---|---|"]
+    for index, arg in enumerate(SCRIPT_ARGS):
+        rows.append(f"| {index} | {arg.name} | {_markdown_value(arg.default)} | {arg.help} |")
+    return "\n".join(rows)

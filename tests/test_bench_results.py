@@ -34,6 +34,7 @@ class FakeGenerator:
             time_taken_seconds=0.9,
             vram_mb={"active_peak_mb": 100.0 + len(self.calls), "reserved_peak_mb": 200.0},
             first_image=image,
+            sampling_windows=[(0.0, 0.5)],
             interrupted=self.interrupt_at is not None and len(self.calls) >= self.interrupt_at,
         )
 

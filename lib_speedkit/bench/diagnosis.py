@@ -2,7 +2,7 @@
 
 Thresholds (mean NVML utilisation while sampling):
   < 50 %   host-bound: the GPU waits for Python to dispatch and launch kernels. Measured: stock
-           A1111 on an H200 at 512² batch 1 runs at 35 % (DESIGN.md §3).
+           A1111 on an H200 at 512² batch 1 ran at 35 % (measured 2026-11, random-weight SD1.5).
   50–80 %  partly host-bound.
   >= 80 %  GPU-bound: the GPU is busy; A1111 at 1024² on an H200 runs at 81 %.
 NVML's utilisation is the share of time at least one kernel ran, averaged over 1/6–1 s.

@@ -1,7 +1,7 @@
 """Benchmark presets: the Asuka test settings and two more, with validated overrides.
 
 The Asuka test settings come from the NovelAI-leak setup guides (the "Testing accuracy" section of
-the voldy guide and the /h/ NAI guide, see shared/research/benchmarks.md §1.1): prompt and
+the voldy guide, a mirror of rentry.org/voldy, and the /h/ NAI guide "Hello Asuka"): prompt and
 negative prompt below (the negative has no space after "jpeg artifacts,"), Euler, 28 steps,
 CFG 12, seed 2870305590, 512x512, clip skip 2, reference model hash 925997e9 (NovelAI
 animefull-final-pruned). ENSD 31337 only affects ancestral/SDE samplers, so it is not needed for

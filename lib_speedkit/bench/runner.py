@@ -18,12 +18,12 @@ from dataclasses import dataclass, field
 
 from ..plan import SpeedPlan, format_infotext
 from .diagnosis import diagnose
+from .history import SCHEMA_VERSION
 from .imagediff import compare
 from .presets import BenchPreset
 from .stats import summarise
 from .telemetry import TelemetryReport, TelemetrySampler
 
-SCHEMA_VERSION = 1
 
 
 class BenchInterrupted(Exception):
@@ -80,7 +80,7 @@ def run_benchmark(
     generate: Generator,
     preset: BenchPreset,
     plan: SpeedPlan | None,
-    sampler: TelemetrySampler,
+    telemetry: TelemetrySampler,
     progress: Progress = lambda message: None,
     label: str = "",
 ) -> dict:
@@ -93,7 +93,7 @@ def run_benchmark(
             progress(f"warm-up {index + 1}/{preset.warmup}")
             if generate(preset, plan).interrupted:
                 raise BenchInterrupted
-        sampler.start()
+        telemetry.start()
         for index in range(preset.runs):
             progress(f"run {index + 1}/{preset.runs}")
             measurement = generate(preset, plan)
@@ -103,8 +103,8 @@ def run_benchmark(
     except BenchInterrupted:
         interrupted = True
         notes.append("interrupted: the results below are from the runs completed before the interrupt")
-    telemetry = sampler.report([w for r in records for w in r.measurement.sampling_windows])
-    return build_result(preset, plan, records, telemetry, interrupted, notes, label)
+    report = telemetry.report([w for r in records for w in r.measurement.sampling_windows])
+    return build_result(preset, plan, records, report, interrupted, notes, label)
 
 
 def build_result(preset, plan, records, telemetry: TelemetryReport, interrupted, notes, label) -> dict:
@@ -172,7 +172,7 @@ def run_matrix(
     generate: Generator,
     preset: BenchPreset,
     entries: Sequence[MatrixEntry],
-    sampler: TelemetrySampler,
+    telemetry: TelemetrySampler,
     progress: Progress = lambda message: None,
 ) -> dict:
     """Every entry `preset.runs` times, alternating the order each round to cancel drift.
@@ -182,7 +182,7 @@ def run_matrix(
     """
     per_entry: dict[str, list[RunRecord]] = {e.label: [] for e in entries}
     interrupted = False
-    sampler.start()
+    telemetry.start()
     try:
         for entry in entries:
             progress(f"warm-up: {entry.label}")
@@ -199,17 +199,17 @@ def run_matrix(
                     raise BenchInterrupted
     except BenchInterrupted:
         interrupted = True
-    telemetry = sampler.report([w for rs in per_entry.values() for r in rs for w in r.measurement.sampling_windows])
+    report = telemetry.report([w for rs in per_entry.values() for r in rs for w in r.measurement.sampling_windows])
     rows = _matrix_rows(entries, per_entry)
     for row in rows:  # the GPU's utilisation while this entry sampled
         windows = [w for r in per_entry[row["label"]] for w in r.measurement.sampling_windows]
-        row["gpu_util"] = sampler.report(windows).metrics.get("utilisation_percent") if windows else None
+        row["gpu_util"] = telemetry.report(windows).metrics.get("utilisation_percent") if windows else None
     return {
         "schema": SCHEMA_VERSION,
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "preset": preset.as_dict(),
         "rows": rows,
-        "telemetry": telemetry.as_dict(),
+        "telemetry": report.as_dict(),
         "interrupted": interrupted,
         "notes": ["interrupted: rows may have fewer runs"] if interrupted else [],
     }
