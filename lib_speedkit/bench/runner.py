@@ -25,7 +25,6 @@ from .stats import summarise
 from .telemetry import TelemetryReport, TelemetrySampler
 
 
-
 class BenchInterrupted(Exception):
     """Raised by a generator when the user interrupted; the runner keeps what it has."""
 
