@@ -6,13 +6,13 @@
 
 `test` makes `.venv` (CPU torch, the test group of pyproject.toml) and runs ruff and pytest in it.
 With an A1111 v1.10.1 (`SPEEDKIT_A1111_DIR`: a checkout; or `SPEEDKIT_A1111_TARBALL`: the release
-tarball with its repositories, unpacked into `.cache/`), it instead builds the WebUI's own venv as
+tarball with its repositories, unpacked into the temp folder), it instead builds the WebUI's own venv as
 tests/README.md describes and runs both tiers there (tier 2 starts that WebUI on the CPU).
 `bench` makes `.venv-bench` (torch: the CUDA build when `nvidia-smi` finds a GPU, else the CPU
 build) and runs `python -m lib_speedkit bench --standalone`.
 
 Only the standard library is used here: this file runs before anything is installed. Nothing is
-installed outside the repository's own `.venv*`/`.cache` folders and the WebUI checkout's `venv`.
+installed outside the repository's own `.venv*` folders and the WebUI checkout's `venv`.
 """
 
 from __future__ import annotations
@@ -23,12 +23,15 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import tempfile
 import urllib.request
 import venv
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
-CACHE = ROOT / ".cache"
+# Not inside the repository: Gradio refuses to serve files from a path with a hidden folder in it
+# (403), and the WebUI serves its own JavaScript that way.
+A1111_CACHE = Path(tempfile.gettempdir())
 TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 TIER1_TORCH = "2.13.0"
 # The WebUI venv needs torchvision, which PyPI ships only as CUDA builds (they run on the CPU too).
@@ -110,7 +113,7 @@ def pyproject_hash() -> str:
 
 
 def a1111_checkout() -> Path | None:
-    """SPEEDKIT_A1111_DIR, or SPEEDKIT_A1111_TARBALL unpacked once under .cache/; None: neither set."""
+    """SPEEDKIT_A1111_DIR, or SPEEDKIT_A1111_TARBALL unpacked once into the temp folder; None: neither set."""
     directory = os.environ.get("SPEEDKIT_A1111_DIR", "").strip()
     if directory:
         return Path(directory).expanduser().resolve()
@@ -119,7 +122,7 @@ def a1111_checkout() -> Path | None:
         return None
     tarball_path = Path(tarball).expanduser().resolve()
     digest = hashlib.sha256(tarball_path.read_bytes()).hexdigest()[:12]
-    target = CACHE / f"a1111-{digest}"
+    target = A1111_CACHE / f"speedkit-a1111-{digest}"
     checkout = target / "stable-diffusion-webui"
     if not (checkout / "launch.py").exists():
         say(f"unpacking {tarball_path} into {target}")

@@ -63,6 +63,8 @@ def open_accordion(page, tab: str) -> None:
     from playwright.sync_api import expect
 
     checkbox = page.locator(f"#script_{tab}_speedkit_enabled-checkbox input")
+    # the WebUI's inputAccordion.js links the accordion to its checkbox once the UI has loaded
+    page.locator(f"#script_{tab}_speedkit_enabled-visible-checkbox").wait_for(state="attached", timeout=60_000)
     if not checkbox.is_checked():
         page.locator(f"#script_{tab}_speedkit_enabled .label-wrap").click()
     expect(checkbox).to_be_checked(timeout=30_000)
