@@ -18,6 +18,7 @@ Infotext keys (values as written by :func:`format_infotext`)::
     Speedkit channels-last: True
     Speedkit CUDA graph: True
     Speedkit lean step: True
+    Speedkit mode: Lossless                 (the speed mode the switches came from; none for Custom)
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 from .errors import PlanError, allowed_choices
+from .modes import CUSTOM, MODE_NAMES, OFF
 
 KEEP = "keep"
 """Attention choice that leaves the current backend in place."""
@@ -59,6 +61,7 @@ KEY_TOME_SEED = "Speedkit ToMe seed"
 KEY_CHANNELS_LAST = "Speedkit channels-last"
 KEY_CUDA_GRAPH = "Speedkit CUDA graph"
 KEY_LEAN_STEP = "Speedkit lean step"
+KEY_MODE = "Speedkit mode"
 INFOTEXT_FEATURES = {
     KEY_ATTENTION: "attention",
     KEY_CUTOFF: "cutoff",
@@ -71,6 +74,7 @@ INFOTEXT_FEATURES = {
     KEY_CHANNELS_LAST: "channels_last",
     KEY_CUDA_GRAPH: "cuda_graph",
     KEY_LEAN_STEP: "lean_step",
+    KEY_MODE: "mode",
 }
 """Infotext key -> the SpeedPlan feature it records."""
 
@@ -311,6 +315,7 @@ class SpeedPlan:
     channels_last: ChannelsLastConfig = field(default_factory=ChannelsLastConfig)
     cuda_graph: CudaGraphConfig = field(default_factory=CudaGraphConfig)
     lean_step: LeanStepConfig = field(default_factory=LeanStepConfig)
+    mode: str = CUSTOM  # the speed mode these switches came from (a label: the switches are what applies)
 
     def __post_init__(self) -> None:
         expected = {
@@ -324,6 +329,8 @@ class SpeedPlan:
         for name, kind in expected.items():
             if not isinstance(getattr(self, name), kind):
                 raise PlanError(name, getattr(self, name), f"a {kind.__name__}")
+        if self.mode not in MODE_NAMES or self.mode == OFF:
+            raise PlanError("mode", self.mode, allowed_choices(m for m in MODE_NAMES if m != OFF))
 
     @property
     def is_noop(self) -> bool:
@@ -358,6 +365,8 @@ def format_infotext(plan: SpeedPlan) -> dict[str, str]:
         entries[KEY_CUDA_GRAPH] = "True"
     if plan.lean_step.enabled:
         entries[KEY_LEAN_STEP] = "True"
+    if plan.mode != CUSTOM:
+        entries[KEY_MODE] = plan.mode
     return entries
 
 
@@ -407,6 +416,7 @@ def parse_infotext(params: Mapping[str, object]) -> ParsedPlan:
             (KEY_LEAN_STEP, LeanStepConfig),
         )
     }
+    mode = _parse_part(problems, KEY_MODE, lambda: _parse_mode(text), CUSTOM)
     plan = SpeedPlan(
         attention,
         cutoff,
@@ -414,8 +424,19 @@ def parse_infotext(params: Mapping[str, object]) -> ParsedPlan:
         flags[ChannelsLastConfig],
         cuda_graph=flags[CudaGraphConfig],
         lean_step=flags[LeanStepConfig],
+        mode=mode,
     )
     return ParsedPlan(plan, tuple(problems))
+
+
+def _parse_mode(text: Mapping[str, str]) -> str:
+    from .modes import canonical_mode
+
+    value = text.get(KEY_MODE, CUSTOM)
+    mode = canonical_mode(value)
+    if mode is None or mode == OFF:
+        raise ValueError(f"{value!r} is not a speed mode")
+    return mode
 
 
 def _parse_part(problems: list[str], key: str, parse, default):

@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from .errors import PlanError
+from .modes import CUSTOM, MODE_NAMES, OFF, canonical_mode, resolve_mode
 from .plan import (
     ATTENTION_CHOICES,
     CUTOFF_DEFAULT_VALUES,
@@ -225,8 +226,24 @@ SCRIPT_ARGS: tuple[ScriptArg, ...] = (
         axis="Lean step",
         plan_field="lean_step.enabled",
     ),
+    ScriptArg(
+        "mode",
+        str,
+        CUSTOM,
+        "Speed mode",
+        ", ".join(f"`{name}`" for name in MODE_NAMES)
+        + ": a named mode sets the switches itself; `Custom` uses the values above",
+        "radio",
+        choices=MODE_NAMES,
+        axis="Mode",
+        plan_field="mode",
+    ),
 )
+MODE_INDEX = len(SCRIPT_ARGS) - 1
+"""The mode came last (API position 14): clients that send fewer values get `Custom`."""
 ARGS_BY_NAME = {arg.name: arg for arg in SCRIPT_ARGS}
+MODE_SWITCHES = tuple(arg.name for arg in SCRIPT_ARGS if arg.name not in ("enabled", "mode"))
+"""What a named mode decides (everything but the accordion itself and the mode)."""
 ARG_NAMES = tuple(ARGS_BY_NAME)
 DEFAULT_ARGS = tuple(arg.default for arg in SCRIPT_ARGS)
 _PLAN_FIELD_TO_ARG = {arg.plan_field: arg.name for arg in SCRIPT_ARGS if arg.plan_field}
@@ -245,6 +262,11 @@ def _convert(arg: ScriptArg, value: object) -> object:
         if isinstance(value, str) and value.strip().lower() in ("true", "false"):
             return value.strip().lower() == "true"
         raise PlanError(arg_label(arg.name), value, "true or false")
+    if arg.name == "mode":
+        mode = canonical_mode(value)
+        if mode is None:
+            raise PlanError(arg_label(arg.name), value, "one of: " + ", ".join(MODE_NAMES))
+        return mode
     if arg.kind is str:
         if isinstance(value, str):
             return value.strip()
@@ -289,16 +311,26 @@ def named_args(args: Sequence[object], overrides: Mapping[str, object] | None = 
 
 
 def plan_from_args(
-    args: Sequence[object], overrides: Mapping[str, object] | None = None, image_seed: int | None = None
+    args: Sequence[object],
+    overrides: Mapping[str, object] | None = None,
+    image_seed: int | None = None,
+    unavailable: Mapping[str, str] | None = None,
 ) -> SpeedPlan | None:
-    """The SpeedPlan the script args ask for; None when Speedkit is not enabled.
+    """The SpeedPlan the script args ask for; None when Speedkit is not enabled or the mode is Off.
 
-    Overrides (from XYZ-plot axes) enable Speedkit even if the accordion is closed. `image_seed`
-    replaces `tome_seed = -1` when random merging is on. Raises PlanError naming the argument.
+    Overrides (from XYZ-plot axes) enable Speedkit even if the accordion is closed; an override of
+    a setting (not of the mode) means `Custom`. A named mode sets its switches for this WebUI
+    (`unavailable`: what cannot run here, see modes.resolve_mode). `image_seed` replaces
+    `tome_seed = -1` when random merging is on. Raises PlanError naming the argument.
     """
     values = named_args(args, overrides)
-    if not values["enabled"] and not overrides:
+    if overrides and "mode" not in overrides:
+        values["mode"] = CUSTOM
+    if (not values["enabled"] and not overrides) or values["mode"] == OFF:
         return None
+    if values["mode"] != CUSTOM:
+        values = {**values, **{name: ARGS_BY_NAME[name].default for name in MODE_SWITCHES}}
+        values.update(resolve_mode(values["mode"], unavailable))
     try:
         return _build_plan(values, image_seed)
     except PlanError as error:
@@ -325,12 +357,14 @@ def _build_plan(values: Mapping[str, object], image_seed: int | None) -> SpeedPl
         channels_last=ChannelsLastConfig(values["channels_last"]),
         cuda_graph=CudaGraphConfig(values["cuda_graph"]),
         lean_step=LeanStepConfig(values["lean_step"]),
+        mode=values["mode"],
     )
 
 
 def _plan_value(plan: SpeedPlan, arg: ScriptArg) -> object:
     section, _, attribute = arg.plan_field.partition(".")
-    return getattr(getattr(plan, section), attribute)
+    value = getattr(plan, section)
+    return getattr(value, attribute) if attribute else value
 
 
 def args_by_name_from_plan(plan: SpeedPlan) -> dict[str, object]:

@@ -1,5 +1,5 @@
-"""Gradio 3.41 components of the Speedkit accordion (txt2img and img2img) and the bench tab. No
-WebUI imports: the host's InputAccordion and PasteField classes are passed in by the adapter.
+"""Gradio 3.41 components of the Speedkit accordion (txt2img, img2img and the bench tab). No WebUI
+imports: the host's InputAccordion and PasteField classes are passed in by the adapter.
 
 The accordion's controls are made from script_args.SCRIPT_ARGS (label, widget, choices, range,
 default) and returned in its order, which is the order of the API's positional args.
@@ -11,12 +11,12 @@ import html
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import gradio as gr
 
+from .modes import CUSTOM, MODE_NAMES, MODES, NAMED_MODES, OFF, resolve_mode
 from .plan import INFOTEXT_PREFIX, parse_infotext
-from .script_args import ARG_NAMES, ARGS_BY_NAME, SCRIPT_ARGS, ScriptArg, args_by_name_from_plan
+from .script_args import ARG_NAMES, ARGS_BY_NAME, MODE_SWITCHES, SCRIPT_ARGS, ScriptArg, args_by_name_from_plan
 
 CUTOFF_VALUE_LABELS = {
     "off": "Cutoff value (unused while off)",
@@ -36,6 +36,7 @@ class SwitchControls:
 
     components: dict[str, gr.components.Component]
     paste_warning: gr.components.Component | None = None
+    mode_cost: gr.components.Component | None = None
 
     def __getattr__(self, name: str) -> gr.components.Component:
         try:
@@ -73,8 +74,8 @@ def unavailable_note_html(unavailable: Mapping[str, str]) -> str:
     )
 
 
-def _control(arg: ScriptArg, elem_id: str, backend_choices: list[str], read_only: bool):
-    """One control made from its ScriptArg."""
+def _control(arg: ScriptArg, elem_id: str, backend_choices: list[str], read_only: bool, value: object):
+    """One control made from its ScriptArg, showing `value`."""
     common = {"label": arg.label, "elem_id": elem_id}
     if arg.info:
         common["info"] = arg.info
@@ -82,15 +83,27 @@ def _control(arg: ScriptArg, elem_id: str, backend_choices: list[str], read_only
         common["interactive"] = False
     if arg.widget == "dropdown":
         choices = backend_choices if arg.name == "attention" else [str(c) for c in arg.choices]
-        return gr.Dropdown(choices=choices, value=control_value(arg, arg.default), **common)
+        return gr.Dropdown(choices=choices, value=control_value(arg, value), **common)
     if arg.widget == "checkbox":
-        return gr.Checkbox(value=arg.default, **common)
+        return gr.Checkbox(value=value, **common)
     if arg.widget == "slider":
         low, high = arg.bounds
-        return gr.Slider(minimum=low, maximum=high, step=arg.step, value=arg.default, **common)
+        return gr.Slider(minimum=low, maximum=high, step=arg.step, value=value, **common)
     if arg.name == "cutoff_value":
         common["label"] = CUTOFF_VALUE_LABELS["off"]
-    return gr.Number(value=arg.default, precision=0 if arg.kind is int else None, **common)
+    return gr.Number(value=value, precision=0 if arg.kind is int else None, **common)
+
+
+def mode_cost_html(mode: str) -> str:
+    return f"<p class='speedkit_mode_cost'>{html.escape(MODES[mode].cost)}</p>"
+
+
+def shown_values(mode: str, unavailable: Mapping[str, str]) -> dict[str, object]:
+    """What the controls under Advanced show for `mode` (Custom and Off: the defaults)."""
+    values = {arg.name: arg.default for arg in SCRIPT_ARGS}
+    if mode in NAMED_MODES:
+        values.update(resolve_mode(mode, unavailable))
+    return values
 
 
 def build_controls(
@@ -99,28 +112,63 @@ def build_controls(
     unavailable: Mapping[str, str],
     accordion_cls,
     disabled_note: str | None = None,
+    default_mode: str = OFF,
 ) -> SwitchControls:
-    """Create the accordion and its controls (call inside the script's ui())."""
+    """Create the accordion and its controls (call inside the script's ui()).
+
+    `default_mode` (Settings → Speedkit): Off keeps the accordion closed with Lossless chosen,
+    so opening it is one click to the fastest lossless setting; a named mode opens it with that.
+    """
+    mode = default_mode if default_mode in NAMED_MODES else NAMED_MODES[0]
+    values = shown_values(mode, unavailable)
     components: dict[str, gr.components.Component] = {}
     enabled_arg = ARGS_BY_NAME["enabled"]
-    with accordion_cls(enabled_arg.default, label=enabled_arg.label, elem_id=elem_id("enabled")) as enabled:
+    opened = default_mode in NAMED_MODES
+    with accordion_cls(opened, label=enabled_arg.label, elem_id=elem_id("enabled")) as enabled:
         components["enabled"] = enabled
-        for row in ROWS:
-            with gr.Row(elem_classes=["speedkit_row"]):
-                for arg in (a for a in SCRIPT_ARGS if a.row == row):
-                    read_only = disabled_note is not None and arg.name in READ_ONLY_UNDER_NOTE
-                    components[arg.name] = _control(arg, elem_id(arg.name), backend_choices, read_only)
-            if row == "fast path":
-                note = f"<p>{html.escape(disabled_note)}</p>" if disabled_note else ""
-                gr.HTML(value=unavailable_note_html(unavailable) + note, elem_id=elem_id("unavailable"))
+        mode_arg = ARGS_BY_NAME["mode"]
+        components["mode"] = gr.Radio(
+            label=mode_arg.label, choices=list(MODE_NAMES), value=mode, elem_id=elem_id("mode")
+        )
+        cost = gr.HTML(value=mode_cost_html(mode), elem_id=elem_id("mode_cost"))
+        note = f"<p>{html.escape(disabled_note)}</p>" if disabled_note else ""
+        gr.HTML(value=unavailable_note_html(unavailable) + note, elem_id=elem_id("unavailable"))
+        with gr.Accordion("Advanced", open=False, elem_id=elem_id("advanced")):
+            for row in ROWS:
+                with gr.Row(elem_classes=["speedkit_row"]):
+                    for arg in (a for a in SCRIPT_ARGS if a.row == row):
+                        read_only = (disabled_note is not None and arg.name in READ_ONLY_UNDER_NOTE) or (
+                            arg.name in unavailable
+                        )
+                        components[arg.name] = _control(
+                            arg, elem_id(arg.name), backend_choices, read_only, values[arg.name]
+                        )
         paste_warning = gr.HTML(value="", elem_id=elem_id("paste_warning"))
-    components["cutoff_mode"].change(
+    controls = SwitchControls(components, paste_warning, cost)
+    _wire(controls, cost, unavailable)
+    return controls
+
+
+def _wire(controls: SwitchControls, cost, unavailable: Mapping[str, str]) -> None:
+    """A mode sets the controls under Advanced; changing one of them by hand means Custom."""
+    switches = [controls.components[name] for name in MODE_SWITCHES]
+
+    def choose(mode: str):
+        if mode not in NAMED_MODES:
+            return [mode_cost_html(mode)] + [gr.update() for _ in switches]
+        values = shown_values(mode, unavailable)
+        args = [ARGS_BY_NAME[name] for name in MODE_SWITCHES]
+        return [mode_cost_html(mode)] + [gr.update(value=control_value(arg, values[arg.name])) for arg in args]
+
+    controls.mode.input(fn=choose, inputs=[controls.mode], outputs=[cost, *switches], show_progress=False)
+    for switch in switches:
+        switch.input(fn=lambda *_: (CUSTOM, mode_cost_html(CUSTOM)), outputs=[controls.mode, cost], show_progress=False)
+    controls.cutoff_mode.change(
         fn=lambda mode: gr.update(label=CUTOFF_VALUE_LABELS.get(mode, "")),
-        inputs=[components["cutoff_mode"]],
-        outputs=[components["cutoff_value"]],
+        inputs=[controls.cutoff_mode],
+        outputs=[controls.cutoff_value],
         show_progress=False,
     )
-    return SwitchControls(components, paste_warning)
 
 
 def has_speedkit_keys(params: Mapping[str, object]) -> bool:
@@ -177,89 +225,6 @@ def paste_fields(controls: SwitchControls, paste_field_cls) -> list:
     ]
     if controls.paste_warning is not None:
         fields.append(paste_field_cls(controls.paste_warning, pasted.warning))
+    if controls.mode_cost is not None:
+        fields.append(paste_field_cls(controls.mode_cost, lambda params: mode_cost_html(pasted.value("mode", params))))
     return fields
-
-
-@dataclass
-class BenchTabHost:
-    """What the bench tab needs from the host: choices, and the callables its buttons run."""
-
-    presets: list[str]
-    backend_choices: list[str]
-    unavailable: Mapping[str, str]
-    accordion_cls: Any
-    disabled_note: str | None
-    run: Callable  # (task id, preset, batch size, batch count, runs, warm-up, steps, width, height, label, *switches)
-    compare: Callable  # same arguments; -> (result JSON, history frame, plot frame, HTML)
-    history_frame: Callable
-    history_plot_frame: Callable
-    export: Callable[[str], Callable[[], str]]  # "csv" | "json" -> () -> file path
-    slim: Any = None  # ui_slim.SlimSectionHost: adds the "Slim a checkpoint" section
-
-
-def _size_number(label: str, name: str):
-    return gr.Number(label=f"{label} (0 = preset)", value=0, precision=0, elem_id=f"speedkit_bench_{name}")
-
-
-def build_bench_tab(host: BenchTabHost) -> gr.Blocks:
-    """The Speedkit tab: preset and run settings, switches, Run / Compare, result, history, export."""
-    with gr.Blocks(analytics_enabled=False) as tab:
-        task_id = gr.Textbox(visible=False, elem_id="speedkit_bench_task_id")
-        with gr.Row():
-            with gr.Column(scale=1):
-                preset = gr.Dropdown(
-                    label="Preset", choices=host.presets, value=host.presets[0], elem_id="speedkit_bench_preset"
-                )
-                with gr.Row():
-                    batch_size = _slider("speedkit_bench_batch_size", "Batch size", 1, 8, 1, 1)
-                    batch_count = _slider("speedkit_bench_batch_count", "Batch count", 1, 10, 1, 1)
-                with gr.Row():
-                    runs = _slider("speedkit_bench_runs", "Timed runs", 1, 10, 1, 3)
-                    warmup = _slider("speedkit_bench_warmup", "Warm-up runs", 0, 3, 1, 1)
-                with gr.Row():
-                    steps, width, height = (
-                        _size_number(*n) for n in (("Steps", "steps"), ("Width", "width"), ("Height", "height"))
-                    )
-                label = gr.Textbox(label="Label (stored with the result)", elem_id="speedkit_bench_label")
-                controls = build_controls(
-                    lambda item: f"speedkit_bench_{item}",
-                    host.backend_choices,
-                    host.unavailable,
-                    host.accordion_cls,
-                    host.disabled_note,
-                )
-                with gr.Row():
-                    run_button = gr.Button("Run benchmark", variant="primary", elem_id="speedkit_bench_run")
-                    compare_button = gr.Button("Compare switches", elem_id="speedkit_bench_compare")
-                gr.HTML(elem_id="speedkit_bench_progress")
-            with gr.Column(scale=2):
-                result_html = gr.HTML(elem_id="speedkit_bench_result")
-                result_json = gr.JSON(label="Result (JSON)", elem_id="speedkit_bench_json")
-        history_plot = gr.LinePlot(
-            value=host.history_plot_frame,
-            x="run",
-            y="sampler it/s",
-            color="configuration",
-            title="History: sampler it/s",
-            elem_id="speedkit_bench_plot",
-            width=600,
-        )
-        history_table = gr.Dataframe(
-            value=host.history_frame, label="History", interactive=False, elem_id="speedkit_bench_history"
-        )
-        with gr.Row():
-            export_csv = gr.Button("Export CSV", elem_id="speedkit_bench_export_csv")
-            export_json = gr.Button("Export JSON", elem_id="speedkit_bench_export_json")
-            export_file = gr.File(label="Export", elem_id="speedkit_bench_export_file")
-        inputs = [task_id, preset, batch_size, batch_count, runs, warmup, steps, width, height, label]
-        outputs = [result_json, history_table, history_plot, result_html]
-        for button, handler in ((run_button, host.run), (compare_button, host.compare)):
-            button.click(fn=handler, _js="speedkit_bench_submit", inputs=inputs + controls.inputs(), outputs=outputs)
-        export_csv.click(fn=host.export("csv"), outputs=[export_file])
-        export_json.click(fn=host.export("json"), outputs=[export_file])
-        if host.slim is not None:
-            from .ui_slim import build_slim_section
-
-            with gr.Accordion("Slim a checkpoint", open=False, elem_id="speedkit_slim"):
-                build_slim_section(host.slim)
-    return tab

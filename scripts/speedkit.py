@@ -7,7 +7,7 @@ from modules.ui_components import InputAccordion
 
 from lib_speedkit import ui
 from lib_speedkit.script_args import SCRIPT_TITLE
-from lib_speedkit.webui import attention, hooks, lifecycle
+from lib_speedkit.webui import attention, hooks, lifecycle, options
 
 lifecycle.install()  # after every import above: a failed import leaves the WebUI untouched
 
@@ -29,6 +29,7 @@ class SpeedkitScript(scripts.Script):
             attention.unavailable_switches(),
             InputAccordion,
             attention.FORGE_NOTE if attention.is_forge() else None,
+            options.default_mode(),
         )
         self.infotext_fields = ui.paste_fields(controls, PasteField)
         return controls.inputs()

@@ -35,3 +35,4 @@ valid_plans = st.builds(
     cuda_graph=st.builds(CudaGraphConfig, st.booleans()),
     lean_step=st.builds(LeanStepConfig, st.booleans()),
 )
+"""Plans as the knobs make them (mode Custom); named modes: tests/test_modes.py."""

@@ -4,7 +4,15 @@ import pytest
 from hypothesis import given
 
 from lib_speedkit.errors import PlanError
-from lib_speedkit.plan import AttentionConfig, GuidanceCutoffConfig, SpeedPlan, TokenMergingConfig
+from lib_speedkit.plan import (
+    AttentionConfig,
+    ChannelsLastConfig,
+    CudaGraphConfig,
+    GuidanceCutoffConfig,
+    LeanStepConfig,
+    SpeedPlan,
+    TokenMergingConfig,
+)
 from lib_speedkit.script_args import ARG_NAMES, DEFAULT_ARGS, args_from_plan, plan_from_args
 from strategies import valid_plans
 
@@ -25,6 +33,7 @@ def test_argument_order_is_the_documented_api_order():
         "channels_last",
         "cuda_graph",
         "lean_step",
+        "mode",
     )
 
 
@@ -78,7 +87,7 @@ def test_the_largest_tome_seed_really_seeds_torch():
 
 
 def test_too_many_values_are_refused():
-    with pytest.raises(PlanError, match="at most 14 values"):
+    with pytest.raises(PlanError, match="at most 15 values"):
         plan_from_args([*DEFAULT_ARGS, 1])
 
 
@@ -108,3 +117,47 @@ def test_args_from_plan_reproduce_the_plan(plan):
     assert len(args) == len(ARG_NAMES)
     rebuilt = plan_from_args(args)
     assert (rebuilt or SpeedPlan()) == plan
+
+
+def mode_args(mode: str, *knobs) -> list:
+    """The full positional list: enabled, then `knobs` over the defaults, and the mode last."""
+    args = [True, *DEFAULT_ARGS[1:]]
+    args[: len(knobs)] = knobs
+    args[-1] = mode
+    return args
+
+
+def test_a_named_mode_sets_the_switches_and_the_knobs_sent_along_do_not_count():
+    knobs = [True, "sdp-math", "off", 0.75, 0.3, 0.0, 1, 2, 2, False, -1, False, False, False]
+    plan = plan_from_args(mode_args("lossless", *knobs))
+    assert plan == SpeedPlan(
+        AttentionConfig("sdp"),
+        channels_last=ChannelsLastConfig(True),
+        cuda_graph=CudaGraphConfig(True),
+        lean_step=LeanStepConfig(True),
+        mode="Lossless",
+    )
+    fastest = plan_from_args(mode_args("Fastest", *knobs))
+    assert fastest.cutoff == GuidanceCutoffConfig("fraction", 0.5) and fastest.tome.ratio == 0.5
+
+
+def test_off_is_no_plan_and_custom_takes_the_knobs():
+    assert plan_from_args(mode_args("Off", True)) is None
+    custom = plan_from_args(mode_args("Custom", True, "sdp-math", "off", 0.75, 0.3))
+    assert custom == SpeedPlan(AttentionConfig("sdp-math"), tome=TokenMergingConfig(ratio=0.3))
+
+
+def test_a_mode_leaves_out_what_cannot_run_in_this_webui():
+    unavailable = {"sdp": "no", "xformers": "no", "cuda_graph": "needs torch >= 2.4", "cutoff_mode": "Forge"}
+    plan = plan_from_args(mode_args("Fast", True), unavailable=unavailable)
+    assert plan.attention.backend == "keep" and not plan.cuda_graph.enabled and not plan.cutoff.enabled
+    assert plan.channels_last.enabled and plan.lean_step.enabled
+
+
+def test_an_xyz_override_of_a_setting_means_custom_and_of_the_mode_a_mode():
+    args = mode_args("Lossless", True)
+    assert plan_from_args(args, {"tome_ratio": "0.4"}).mode == "Custom"
+    assert plan_from_args(DEFAULT_ARGS, {"mode": "Fast"}).mode == "Fast"
+    with pytest.raises(PlanError) as caught:
+        plan_from_args(mode_args("Turbo", True))
+    assert caught.value.field == "mode (args[14])"

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import pandas as pd
+from test_ui import tab_host
 
-from lib_speedkit.bench.presets import PRESETS
-from lib_speedkit.ui import BenchTabHost, build_bench_tab
 from lib_speedkit.ui_slim import SlimSectionHost
+from lib_speedkit.ui_tab import build_bench_tab
 
 
 class StandInAccordion:
@@ -23,20 +22,7 @@ class StandInAccordion:
 
 
 def build(slim):
-    host = BenchTabHost(
-        presets=list(PRESETS),
-        backend_choices=["keep", "sdp"],
-        unavailable={},
-        accordion_cls=StandInAccordion,
-        disabled_note=None,
-        run=lambda *args: None,
-        compare=lambda *args: None,
-        history_frame=lambda: pd.DataFrame({"timestamp": []}),
-        history_plot_frame=lambda: pd.DataFrame({"run": [], "sampler it/s": [], "configuration": []}),
-        export=lambda kind: lambda: f"/tmp/x.{kind}",
-        slim=slim,
-    )
-    tab = build_bench_tab(host)
+    tab = build_bench_tab(tab_host(slim=slim))
     return tab, {block.elem_id: block for block in tab.blocks.values() if getattr(block, "elem_id", None)}
 
 

@@ -49,8 +49,24 @@ def test_controls_come_in_api_order_with_defaults():
     inputs = controls.inputs()
     assert len(inputs) == len(ARG_NAMES)
     assert [c.elem_id for c in inputs] == [f"script_txt2img_speedkit_{name}" for name in ARG_NAMES]
-    assert controls.attention.value == "keep"
-    assert controls.enabled.value is False
+    assert controls.enabled.value is False  # Settings' default mode is Off: closed
+    assert controls.mode.value == "Lossless"  # opening the accordion is one click to the fastest lossless setting
+    assert (controls.attention.value, controls.cuda_graph.value, controls.tome_ratio.value) == ("sdp", True, 0.0)
+
+
+def test_a_default_mode_from_the_settings_opens_the_accordion_with_that_mode():
+    with gr.Blocks():
+        controls = build_controls(lambda item: f"x_{item}", list(ATTENTION_CHOICES), {}, StandInAccordion, None, "Fast")
+    assert controls.enabled.value is True and controls.mode.value == "Fast"
+    assert (controls.cutoff_mode.value, controls.cutoff_value.value) == ("fraction", 0.5)
+
+
+def test_a_switch_that_cannot_run_here_is_left_out_of_a_mode_and_read_only():
+    unavailable = {"sdp": "no SDPA", "cuda_graph": "the fast path needs torch >= 2.4"}
+    with gr.Blocks():
+        controls = build_controls(lambda item: f"x_{item}", list(ATTENTION_CHOICES), unavailable, StandInAccordion)
+    assert controls.attention.value == "xformers" and controls.cuda_graph.value is False
+    assert controls.cuda_graph.interactive is False
 
 
 def test_unavailable_backends_are_listed_with_reasons_for_people_and_the_script():
@@ -90,7 +106,9 @@ def test_pasting_invalid_speedkit_values_warns_visibly_and_leaves_those_controls
     assert values["attention"] == "keep" and values["cutoff_mode"] == "off"
     warning = values["paste_warning"]
     assert "could not be used" in warning and "Speedkit attention" in warning and "Speedkit cutoff" in warning
-    assert fields[-1].function({"Speedkit ToMe": "0.5"}) == ""  # a clean paste clears the warning
+    by_id = {field.component.elem_id: field for field in fields}
+    assert by_id["script_txt2img_speedkit_paste_warning"].function({"Speedkit ToMe": "0.5"}) == ""  # cleared
+    assert "Same image" in by_id["script_txt2img_speedkit_mode_cost"].function({"Speedkit mode": "Lossless"})
 
 
 def test_one_paste_parses_the_infotext_once(monkeypatch):
@@ -134,41 +152,68 @@ def test_pasting_speedkit_infotext_restores_every_control():
         "channels_last": True,
         "cuda_graph": True,
         "lean_step": True,
+        "mode": "Custom",
     }
 
 
-def test_the_bench_tab_builds_with_every_control_wired():
+def tab_host(history_runs: int = 0, **changes):
     import pandas as pd
 
     from lib_speedkit.bench.presets import PRESETS
-    from lib_speedkit.ui import BenchTabHost, build_bench_tab
+    from lib_speedkit.ui_tab import BenchTabHost
 
-    calls = []
-    host = BenchTabHost(
-        presets=list(PRESETS),
-        backend_choices=list(ATTENTION_CHOICES),
-        unavailable={"sdp-cudnn": "needs CUDA"},
-        accordion_cls=StandInAccordion,
-        disabled_note=None,
-        run=lambda *args: calls.append(("run", args)),
-        compare=lambda *args: calls.append(("compare", args)),
-        history_frame=lambda: pd.DataFrame({"timestamp": []}),
-        history_plot_frame=lambda: pd.DataFrame({"run": [], "sampler it/s": [], "configuration": []}),
-        export=lambda kind: lambda: f"/tmp/x.{kind}",
-    )
-    tab = build_bench_tab(host)
-    ids = {block.elem_id for block in tab.blocks.values() if getattr(block, "elem_id", None)}
+    plot = pd.DataFrame({"time": pd.to_datetime(["2026-12-02T08:00:00Z"] * history_runs, utc=True)})
+    plot["sampler it/s"], plot["configuration"] = [30.0] * history_runs, ["Asuka test · sdp"] * history_runs
+    fields = {
+        "presets": list(PRESETS),
+        "backend_choices": list(ATTENTION_CHOICES),
+        "unavailable": {"sdp-cudnn": "needs CUDA"},
+        "accordion_cls": StandInAccordion,
+        "disabled_note": None,
+        "run": lambda *args: None,
+        "compare": lambda *args: None,
+        "history_frame": lambda: pd.DataFrame({"timestamp": []}),
+        "history_plot_frame": lambda: plot,
+        "export": lambda kind: lambda: f"/tmp/x.{kind}",
+        "gpus": ["NVIDIA GeForce RTX 4090"],
+    }
+    return BenchTabHost(**(fields | changes))
+
+
+def tab_blocks(tab) -> dict:
+    return {block.elem_id: block for block in tab.blocks.values() if getattr(block, "elem_id", None)}
+
+
+def test_the_bench_tab_builds_with_every_control_wired():
+    from lib_speedkit.ui_tab import THIS_GPU, build_bench_tab
+
+    tab = build_bench_tab(tab_host())
+    blocks = tab_blocks(tab)
     for needed in (
         "speedkit_bench_run",
         "speedkit_bench_compare",
         "speedkit_bench_result",
+        "speedkit_bench_images",
+        "speedkit_bench_json",
         "speedkit_bench_history",
         "speedkit_bench_plot",
         "speedkit_bench_export_csv",
         "speedkit_bench_attention",
+        "speedkit_bench_mode",
         "speedkit_bench_tome_ratio",
     ):
-        assert needed in ids
+        assert needed in blocks
+    assert blocks["speedkit_bench_compare_with"].choices == [THIS_GPU, "NVIDIA GeForce RTX 4090"]
+    assert blocks["speedkit_bench_json_section"].open is False  # the raw JSON is folded away
     clicks = [d for d in tab.config["dependencies"] if d.get("js") == "speedkit_bench_submit"]
     assert len(clicks) == 2
-    assert all(len(d["inputs"]) == 10 + len(ARG_NAMES) and len(d["outputs"]) == 4 for d in clicks)
+    assert all(len(d["inputs"]) == 11 + len(ARG_NAMES) and len(d["outputs"]) == 5 for d in clicks)
+    html_output = blocks["speedkit_bench_result"]._id
+    assert all(d["outputs"][-1] == html_output for d in clicks)  # last: the WebUI appends "Time taken" there
+
+
+def test_the_history_plot_shows_only_once_there_are_runs():
+    from lib_speedkit.ui_tab import build_bench_tab
+
+    assert tab_blocks(build_bench_tab(tab_host(0)))["speedkit_bench_plot"].visible is False
+    assert tab_blocks(build_bench_tab(tab_host(2)))["speedkit_bench_plot"].visible is True

@@ -173,11 +173,13 @@ def run_matrix(
     entries: Sequence[MatrixEntry],
     telemetry: TelemetrySampler,
     progress: Progress = lambda message: None,
+    images: dict | None = None,
 ) -> dict:
     """Every entry `preset.runs` times, alternating the order each round to cancel drift.
 
     Rows: it/s, speedup vs the first entry (the baseline), VRAM, image difference vs the
     baseline's image, and between an entry's own first two runs (run-to-run nondeterminism).
+    `images`, when given, receives each entry's first image by label (they are not JSON).
     """
     per_entry: dict[str, list[RunRecord]] = {e.label: [] for e in entries}
     interrupted = False
@@ -199,6 +201,8 @@ def run_matrix(
     except BenchInterrupted:
         interrupted = True
     report = telemetry.report([w for rs in per_entry.values() for r in rs for w in r.measurement.sampling_windows])
+    if images is not None:
+        images.update({label: records[0].measurement.first_image for label, records in per_entry.items() if records})
     rows = _matrix_rows(entries, per_entry)
     for row in rows:  # the GPU's utilisation while this entry sampled
         windows = [w for r in per_entry[row["label"]] for w in r.measurement.sampling_windows]

@@ -57,12 +57,15 @@ def unavailable_backends() -> dict[str, str]:
 
 
 def unavailable_switches() -> dict[str, str]:
-    """What the accordion greys out, with the reason: backends, and the CUDA graph on a torch
-    too old for it (no GPU is not a reason: the pass then runs eagerly, with a note)."""
+    """What the accordion greys out and speed modes leave out, with the reason: backends, the
+    CUDA graph on a torch too old for it (no GPU is not a reason: the pass then runs eagerly,
+    with a note), the cutoff on Forge."""
     reasons = unavailable_backends()
     torch_reason = graph_support("cpu")
     if torch_reason is not None:
         reasons[GRAPH_SWITCH] = torch_reason
+    if is_forge():
+        reasons["cutoff_mode"] = FORGE_NOTE
     return reasons
 
 

@@ -207,8 +207,9 @@ def history() -> history_lib.History:
     return history_lib.History(Path(paths_internal.data_path) / "speedkit" / HISTORY_FILE)
 
 
-def run_single(preset: BenchPreset, plan: SpeedPlan | None, label: str = "") -> dict:
-    """The preset `runs` times (after warm-up). Call with the queue lock held."""
+def run_single(preset: BenchPreset, plan: SpeedPlan | None, label: str = "", compare_with: str | None = None) -> dict:
+    """The preset `runs` times (after warm-up). Call with the queue lock held. `compare_with`:
+    the GPU whose community results the result is set beside (default: the one it ran on)."""
     _require_model()
     if plan is not None:
         check_plan_can_run(plan)
@@ -221,7 +222,7 @@ def run_single(preset: BenchPreset, plan: SpeedPlan | None, label: str = "") -> 
         environment["attention"] = used[-1]  # during the run (Speedkit may have switched it)
     result["notes"] += _model_notes(preset, environment)
     result["baseline"] = compare_with_baselines(
-        result, environment["gpu"].get("name"), environment["model"]["kind"] == "SD1"
+        result, compare_with or environment["gpu"].get("name"), environment["model"]["kind"] == "SD1"
     )
     history().append(result)
     return result
@@ -246,13 +247,19 @@ def matrix_entries(
     return entries, notes
 
 
-def run_compare(preset: BenchPreset, user_plan: SpeedPlan | None, custom: tuple[MatrixRow, ...] | None = None) -> dict:
-    """Every switch alone (or the custom entries) and the user's settings against the baseline."""
+def run_compare(
+    preset: BenchPreset,
+    user_plan: SpeedPlan | None,
+    custom: tuple[MatrixRow, ...] | None = None,
+    images: dict | None = None,
+) -> dict:
+    """Every switch alone (or the custom entries) and the user's settings against the baseline.
+    `images` receives each row's first image by label."""
     _require_model()
     entries, notes = matrix_entries(user_plan, custom)
     progress = _progress(len(entries) * (preset.warmup + preset.runs) * preset.batch_count)
     with fast_path.keeping_graphs():  # steady state: entries without the fast path do not drop its graphs
-        matrix = run_matrix(generate, preset, entries, _telemetry(), progress)
+        matrix = run_matrix(generate, preset, entries, _telemetry(), progress, images)
     if any(entry.plan is not None and entry.plan.cuda_graph.enabled for entry in entries):
         notes.append(
             "CUDA graphs stay cached across the matrix's entries (steady state, as in consecutive generations "

@@ -124,7 +124,7 @@ class Generation:
             return
         if self.outer is not None:
             self.note(NESTED_NOTE)
-        self._claim(self.applied.applied & set(GENERATION_FEATURES))
+        self._claim({*(self.applied.applied & set(GENERATION_FEATURES)), "mode"})
         for reason in self.applied.skipped.values():
             self.note(reason)
 

@@ -21,6 +21,7 @@ from ..errors import SpeedkitError
 from ..plan import SpeedPlan
 from ..script_args import plan_from_args
 from . import fast_path
+from .attention import unavailable_switches
 from .generation import Generation, GenerationRecord
 
 
@@ -38,7 +39,8 @@ def generation_for(p) -> Generation | None:
 def prepare_generation(p, args, overrides=None) -> None:
     """before_process: build the plan from the script args; refuse bad input; set host overrides."""
     try:
-        plan = plan_from_args(args, overrides or getattr(p, "speedkit_overrides", None))
+        overrides = overrides or getattr(p, "speedkit_overrides", None)
+        plan = plan_from_args(args, overrides, unavailable=unavailable_switches())
     except SpeedkitError as error:
         _start(Generation(p, SpeedPlan())).refuse(str(error))
         return

@@ -13,12 +13,15 @@ from collections.abc import Callable
 from modules import patches, processing, sd_samplers_cfg_denoiser
 
 from ..errors import PlanError, SpeedkitError
-from ..script_args import ARG_NAMES, SCRIPT_TITLE, plan_from_args
+from ..modes import MODE_NAMES, canonical_mode
+from ..script_args import ARG_NAMES, DEFAULT_ARGS, MODE_INDEX, SCRIPT_TITLE, plan_from_args
 from . import hooks
+from .attention import unavailable_switches
 from .generation import check_plan_can_run
 
 PATCH_KEY = "sd-webui-speedkit"
 ARGS_SHAPE = f"a list of at most {len(ARG_NAMES)} values ({', '.join(ARG_NAMES)})"
+ENTRY_SHAPE = 'an object {"args": [...]} and/or {"mode": "Lossless"}'
 
 
 def _process_images_inner(original):
@@ -42,10 +45,12 @@ def _validating_init_script_args(original):
     """Wrap the API's script-argument assembly: invalid Speedkit args -> HTTP 422, before anything runs."""
 
     def init_script_args(self, request, default_script_args, selectable_scripts, selectable_idx, script_runner, **kw):
-        check_alwayson_shape(getattr(request, "alwayson_scripts", None))
+        entry = speedkit_entry(getattr(request, "alwayson_scripts", None))
         script_args = original(
             self, request, default_script_args, selectable_scripts, selectable_idx, script_runner, **kw
         )
+        if entry is not None:
+            complete_from_spec(script_runner, script_args, entry)
         check_api_args(script_runner, script_args)
         return script_args
 
@@ -58,28 +63,54 @@ def _unprocessable(error: SpeedkitError):
     return HTTPException(status_code=422, detail=f"speedkit: {error}")
 
 
-def check_alwayson_shape(alwayson: object) -> None:
-    """`alwayson_scripts.speedkit` must be {"args": [...]} with at most as many values as there
-    are arguments (the host would crash on other shapes, or silently cut a long list)."""
+def speedkit_entry(alwayson: object) -> dict | None:
+    """`alwayson_scripts.speedkit`, checked: {"args": [...]} with at most as many values as there
+    are arguments and/or {"mode": "<mode>"} (the host would crash on other shapes, or silently cut
+    a long list); None when the request does not mention Speedkit."""
     if not isinstance(alwayson, dict):
-        return
+        return None
     for name, entry in alwayson.items():
         if not isinstance(name, str) or name.lower() != SCRIPT_TITLE.lower():
             continue
         if not isinstance(entry, dict):
-            raise _unprocessable(PlanError(f"alwayson_scripts.{name}", entry, 'an object {"args": [...]}'))
+            raise _unprocessable(PlanError(f"alwayson_scripts.{name}", entry, ENTRY_SHAPE))
         args = entry.get("args", [])
         if not isinstance(args, list) or len(args) > len(ARG_NAMES):
             shown = f"{len(args)} values" if isinstance(args, list) else args
             raise _unprocessable(PlanError("args", shown, ARGS_SHAPE))
+        if "mode" in entry and canonical_mode(entry["mode"]) is None:
+            raise _unprocessable(PlanError("mode", entry["mode"], "one of: " + ", ".join(MODE_NAMES)))
+        return entry
+    return None
+
+
+def complete_from_spec(script_runner, script_args: list, entry: dict) -> None:
+    """What the client did not send takes the documented default (the API table), not the UI's
+    current one: a client sending 14 values from before speed modes existed gets `Custom`, and
+    a default mode chosen in Settings does not override its switches. {"mode": ...} alone is
+    Speedkit on in that mode."""
+    script = _our_script(script_runner)
+    if script is None:
+        return
+    given = len(entry.get("args", []))
+    for index in range(given, len(ARG_NAMES)):
+        script_args[script.args_from + index] = DEFAULT_ARGS[index]
+    if "mode" in entry:
+        script_args[script.args_from + MODE_INDEX] = canonical_mode(entry["mode"])
+        if given == 0:
+            script_args[script.args_from] = True
+
+
+def _our_script(script_runner):
+    return next((s for s in script_runner.alwayson_scripts if s.title() == SCRIPT_TITLE), None)
 
 
 def check_api_args(script_runner, script_args) -> None:
-    script = next((s for s in script_runner.alwayson_scripts if s.title() == SCRIPT_TITLE), None)
+    script = _our_script(script_runner)
     if script is None:
         return
     try:
-        plan = plan_from_args(script_args[script.args_from : script.args_to])
+        plan = plan_from_args(script_args[script.args_from : script.args_to], unavailable=unavailable_switches())
         if plan is not None:
             check_plan_can_run(plan)
     except SpeedkitError as error:

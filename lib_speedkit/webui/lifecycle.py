@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from modules import script_callbacks
 
-from . import api, attention, fast_path, hooks, host_patches, tab, xyz
+from . import api, attention, fast_path, hooks, host_patches, options, tab, xyz
 
 
 def _add_kernel_optimizers(optimizers: list) -> None:
@@ -30,6 +30,7 @@ CALLBACKS = (
     (script_callbacks.on_app_started, api.add_routes, "speedkit_routes"),
     (script_callbacks.on_before_ui, xyz.add_axes, "speedkit_xyz"),
     (script_callbacks.on_ui_tabs, tab.create_tab, "speedkit_tab"),
+    (script_callbacks.on_ui_settings, options.add_settings, "speedkit_settings"),
     (script_callbacks.on_model_loaded, fast_path.release_graphs, "speedkit_release_graphs"),
     (script_callbacks.on_script_unloaded, unload, "speedkit_unload"),
 )

@@ -66,3 +66,28 @@ def options_for_this_call(host_module: ModuleType, **values) -> Iterator[None]:
         yield
     finally:
         host_module.shared = real
+
+
+DEFAULT_MODE_OPTION = "speedkit_default_mode"
+
+
+def add_settings() -> None:
+    """on_ui_settings: Settings → Speedkit → the speed mode new generations start with."""
+    import gradio as gr
+
+    from ..modes import NAMED_MODES, OFF
+
+    info = shared.OptionInfo(
+        OFF,
+        "Speed mode for new generations (Off: the Speedkit accordion starts closed)",
+        gr.Radio,
+        {"choices": [OFF, *NAMED_MODES]},
+        section=("speedkit", "Speedkit"),
+    )
+    shared.opts.add_option(DEFAULT_MODE_OPTION, info.needs_reload_ui())
+
+
+def default_mode() -> str:
+    from ..modes import OFF
+
+    return getattr(shared.opts, DEFAULT_MODE_OPTION, OFF) or OFF

@@ -1,19 +1,22 @@
 """The Speedkit tab: its handlers (run, compare, history, export) and the slim section's host.
-Layout: lib_speedkit.ui and lib_speedkit.ui_slim (no WebUI imports there)."""
+Layout: lib_speedkit.ui_tab and lib_speedkit.ui_slim (no WebUI imports there)."""
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 
+import gradio as gr
 from modules import call_queue
 
-from .. import ui, ui_slim
+from .. import ui_slim, ui_tab
+from ..bench import cards
 from ..bench import history as history_lib
-from ..bench import report
 from ..bench.presets import PRESETS, BenchPreset, get_preset
 from ..script_args import plan_from_args
-from . import attention, bench, slim
+from ..ui_tab import THIS_GPU
+from . import attention, bench, options, slim
 
 
 def _history_frame():
@@ -38,18 +41,47 @@ def _history_frame():
 
 
 def _history_plot_frame():
+    """One point per run: when it ran, its sampler it/s, and its configuration (preset, size,
+    attention, Speedkit switches) as the series."""
     import pandas as pd
 
-    frame = _history_frame()
-    if frame.empty:
-        return pd.DataFrame({"run": [], "sampler it/s": [], "configuration": []})
+    rows = [history_lib.flat_row(r) for r in bench.history().read().results if r.get("kind") != "matrix"]
+    if not rows:  # typed columns: the plot's schema is read from them even when it is hidden
+        return pd.DataFrame(
+            {
+                "time": pd.to_datetime(pd.Series([], dtype=str), utc=True),
+                "sampler it/s": pd.Series([], dtype=float),
+                "configuration": pd.Series([], dtype=str),
+            }
+        )
+    frame = pd.DataFrame(rows, columns=history_lib.CSV_COLUMNS)
+    configuration = frame["preset"].astype(str) + " · " + frame["attention"].astype(str)
+    configuration += frame["speedkit"].map(_switches_text)
     return pd.DataFrame(
         {
-            "run": range(1, len(frame) + 1),
+            "time": pd.to_datetime(frame["timestamp"], errors="coerce", utc=True),
             "sampler it/s": pd.to_numeric(frame["sampler_its_median"], errors="coerce"),
-            "configuration": (frame["preset"].astype(str) + " " + frame["label"].astype(str)).str.strip(),
+            "configuration": configuration,
         }
     )
+
+
+def _switches_text(speedkit_json: object) -> str:
+    """A history row's Speedkit switches for a legend: " · mode Lossless, CUDA graph True"."""
+    try:
+        entries = json.loads(str(speedkit_json))
+    except ValueError:
+        return ""
+    return (
+        " · " + ", ".join(f"{key.removeprefix('Speedkit ')} {value}" for key, value in entries.items())
+        if entries
+        else ""
+    )
+
+
+def _history_outputs():
+    plot = _history_plot_frame()
+    return _history_frame(), gr.update(value=plot, visible=not plot.empty)
 
 
 def _tab_preset(name, batch_size, batch_count, runs, warmup, steps, width, height) -> BenchPreset:
@@ -60,15 +92,29 @@ def _tab_preset(name, batch_size, batch_count, runs, warmup, steps, width, heigh
     return get_preset(name, overrides)
 
 
+def _run(preset: BenchPreset, plan, label: str, compare_with: str):
+    result = bench.run_single(preset, plan, label or "", None if compare_with == THIS_GPU else compare_with)
+    card = cards.result_card_html(result, cards.community_chart_html(result))
+    return (result, *_history_outputs(), gr.update(value=None, visible=False), card)
+
+
+def _compare(preset: BenchPreset, plan):
+    images: dict = {}
+    matrix = bench.run_compare(preset, plan, images=images)
+    largest = cards.largest_difference(matrix)
+    baseline = matrix["rows"][0]["label"] if matrix["rows"] else None
+    shown = [(images[label], label) for label in (baseline, largest) if largest and images.get(label) is not None]
+    gallery = gr.update(value=shown or None, visible=bool(shown))
+    return (matrix, *_history_outputs(), gallery, cards.matrix_chart_html(matrix))
+
+
 def _tab_run(compare: bool):
-    def handler(_task_id, name, batch_size, batch_count, runs, warmup, steps, width, height, label, *switch_args):
+    def handler(
+        _task_id, name, batch_size, batch_count, runs, warmup, steps, width, height, label, compare_with, *args
+    ):
         preset = _tab_preset(name, batch_size, batch_count, runs, warmup, steps, width, height)
-        plan = plan_from_args(switch_args)
-        if compare:
-            matrix = bench.run_compare(preset, plan)
-            return matrix, _history_frame(), _history_plot_frame(), report.matrix_to_html(matrix)
-        result = bench.run_single(preset, plan, label or "")
-        return result, _history_frame(), _history_plot_frame(), report.to_html(result)
+        plan = plan_from_args(args, unavailable=attention.unavailable_switches())
+        return _compare(preset, plan) if compare else _run(preset, plan, label, compare_with)
 
     return handler
 
@@ -99,15 +145,14 @@ def slim_section_host() -> ui_slim.SlimSectionHost:
 
 
 def create_tab():
-    """on_ui_tabs: the Speedkit tab (layout in lib_speedkit.ui)."""
-    import gradio as gr
+    """on_ui_tabs: the Speedkit tab (layout in lib_speedkit.ui_tab)."""
     from modules.ui_components import InputAccordion
 
     def wrapped(compare: bool):
-        return call_queue.wrap_gradio_gpu_call(_tab_run(compare), extra_outputs=[gr.update()] * 3)
+        return call_queue.wrap_gradio_gpu_call(_tab_run(compare), extra_outputs=[gr.update()] * 4)
 
-    tab = ui.build_bench_tab(
-        ui.BenchTabHost(
+    tab = ui_tab.build_bench_tab(
+        ui_tab.BenchTabHost(
             presets=list(PRESETS),
             backend_choices=attention.backend_choices(),
             unavailable=attention.unavailable_switches(),
@@ -118,7 +163,9 @@ def create_tab():
             history_frame=_history_frame,
             history_plot_frame=_history_plot_frame,
             export=_export,
+            gpus=cards.gpu_choices(),
             slim=slim_section_host(),
+            default_mode=options.default_mode(),
         )
     )
     return [(tab, "Speedkit", "speedkit")]

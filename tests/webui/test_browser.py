@@ -66,7 +66,7 @@ def open_accordion(page, tab: str) -> None:
     # the WebUI's inputAccordion.js links the accordion to its checkbox once the UI has loaded
     page.locator(f"#script_{tab}_speedkit_enabled-visible-checkbox").wait_for(state="attached", timeout=60_000)
     if not checkbox.is_checked():
-        page.locator(f"#script_{tab}_speedkit_enabled .label-wrap").click()
+        page.locator(f"#script_{tab}_speedkit_enabled > .label-wrap").click()
     expect(checkbox).to_be_checked(timeout=30_000)
 
 
@@ -75,15 +75,65 @@ def choose(page, elem_id: str, value: str) -> None:
     page.locator(f"#{elem_id} ul.options li[data-value='{value}']").click()
 
 
-def test_accordion_generates_with_the_chosen_switches_and_pastes_back(webui, page):
-    from playwright.sync_api import expect
+def pick_mode(page, tab: str, mode: str) -> None:
+    page.locator(f"#script_{tab}_speedkit_mode input[value='{mode}']").check()
 
+
+def open_advanced(page, tab: str) -> None:
+    advanced = page.locator(f"#script_{tab}_speedkit_advanced")
+    if not advanced.locator(".label-wrap.open").count():
+        advanced.locator(".label-wrap").click()
+
+
+def generate_and_read_infotext(page, expected: str) -> str:
+    page.locator("#txt2img_generate").click()
+    info = page.locator("#html_info_txt2img").filter(has_text=expected).first
+    info.wait_for(timeout=GENERATION_TIMEOUT_MS)
+    return info.inner_text()
+
+
+def prepare_txt2img(page) -> None:
     page.locator("#txt2img_prompt textarea").fill("masterpiece, a cat sitting on a chair")
     set_number(page, "txt2img_steps", 4)
     set_number(page, "txt2img_width", 64)
     set_number(page, "txt2img_height", 64)
-    open_accordion(page, "txt2img")
 
+
+def test_one_click_on_a_mode_sets_the_switches_and_the_infotext_names_the_mode(webui, page):
+    from playwright.sync_api import expect
+
+    prepare_txt2img(page)
+    open_accordion(page, "txt2img")
+    mode = page.locator("#script_txt2img_speedkit_mode input[value='Lossless']")
+    expect(mode).to_be_checked()  # opening the accordion is the one click to the fastest lossless setting
+    open_advanced(page, "txt2img")
+    page.locator("#script_txt2img_speedkit_enabled").screenshot(path=str(screenshot_dir() / "modes-lossless.png"))
+    for name, key in (("Fast", "Speedkit cutoff: fraction 0.5"), ("Fastest", "Speedkit ToMe: 0.5")):
+        pick_mode(page, "txt2img", name)
+        expect(page.locator("#script_txt2img_speedkit_mode_cost .speedkit_mode_cost")).not_to_contain_text("Same image")
+        text = generate_and_read_infotext(page, f"Speedkit mode: {name}")
+        assert key in text
+    assert page.locator("#script_txt2img_speedkit_cutoff_mode input").input_value() == "fraction"
+    page.locator("#script_txt2img_speedkit_enabled").screenshot(path=str(screenshot_dir() / "modes-fastest.png"))
+    set_number(page, "script_txt2img_speedkit_tome_ratio", 0.3)  # a knob by hand: Custom
+    expect(page.locator("#script_txt2img_speedkit_mode input[value='Custom']")).to_be_checked()
+    text = generate_and_read_infotext(page, "Speedkit ToMe: 0.3")
+    assert "Speedkit mode" not in text
+    pick_mode(page, "txt2img", "Off")
+    page.locator("#txt2img_generate").click()
+    page.wait_for_function(
+        "() => !document.querySelector('#html_info_txt2img').innerText.includes('Speedkit ToMe: 0.3')",
+        timeout=GENERATION_TIMEOUT_MS,
+    )
+    assert "Speedkit" not in page.locator("#html_info_txt2img").first.inner_text()
+
+
+def test_the_advanced_switches_generate_and_paste_back(webui, page):
+    from playwright.sync_api import expect
+
+    prepare_txt2img(page)
+    open_accordion(page, "txt2img")
+    open_advanced(page, "txt2img")
     page.locator("#script_txt2img_speedkit_attention input").click()
     unavailable = page.locator("#script_txt2img_speedkit_attention ul.options li[data-value='sdp-cudnn']")
     page.locator(
@@ -91,29 +141,44 @@ def test_accordion_generates_with_the_chosen_switches_and_pastes_back(webui, pag
     ).wait_for(timeout=5_000)
     assert "CUDA" in (unavailable.get_attribute("title") or "")
     page.locator("#script_txt2img_speedkit_attention ul.options li[data-value='sdp-math']").click()
+    choose(page, "script_txt2img_speedkit_cutoff_mode", "off")
+    for name in ("channels_last", "cuda_graph", "lean_step"):
+        page.locator(f"#script_txt2img_speedkit_{name} input").uncheck()
     set_number(page, "script_txt2img_speedkit_tome_ratio", 0.5)
+    expect(page.locator("#script_txt2img_speedkit_mode input[value='Custom']")).to_be_checked()
     page.locator("#script_txt2img_speedkit_enabled").screenshot(path=str(screenshot_dir() / "accordion.png"))
-
-    page.locator("#txt2img_generate").click()
-    info = page.locator("#html_info_txt2img").filter(has_text="Speedkit attention: sdp-math").first
-    info.wait_for(timeout=GENERATION_TIMEOUT_MS)
-    text = info.inner_text()
+    text = generate_and_read_infotext(page, "Speedkit attention: sdp-math")
     assert "Speedkit ToMe: 0.5" in text
     page.screenshot(path=str(screenshot_dir() / "txt2img.png"), full_page=True)
     applied = http_json(webui.url + "/speedkit/v1/status")["last_generation"]["applied"]
     assert applied == {"Speedkit attention": "sdp-math", "Speedkit ToMe": "0.5"}
 
     # Close the accordion, then paste the image's parameters back through the prompt box.
-    page.locator("#script_txt2img_speedkit_enabled .label-wrap").click()
+    page.locator("#script_txt2img_speedkit_enabled > .label-wrap").click()
     expect(page.locator("#script_txt2img_speedkit_enabled-checkbox input")).not_to_be_checked(timeout=30_000)
     parameters = http_json(webui.url + "/sdapi/v1/png-info", {"image": _last_image(page)})["info"]
-    page.locator("#txt2img_prompt textarea").fill(parameters)
-    page.locator("#tab_txt2img #paste").click()
-    page.wait_for_function(
-        "() => document.querySelector('#script_txt2img_speedkit_enabled-checkbox input').checked", timeout=30_000
-    )
+    paste(page, parameters)
+    expect(page.locator("#script_txt2img_speedkit_enabled-checkbox input")).to_be_checked(timeout=30_000)
     assert page.locator("#script_txt2img_speedkit_attention input").input_value() == "sdp-math"
     assert float(page.locator("#script_txt2img_speedkit_tome_ratio input[type=number]").input_value()) == 0.5
+
+    # Parameters without Speedkit keys: every control back to its default, the accordion closed.
+    paste(page, parameters.split("Speedkit attention")[0].rstrip(", "))
+    expect(page.locator("#script_txt2img_speedkit_enabled-checkbox input")).not_to_be_checked(timeout=30_000)
+    assert page.locator("#script_txt2img_speedkit_attention input").input_value() == "keep"
+    assert float(page.locator("#script_txt2img_speedkit_tome_ratio input[type=number]").input_value()) == 0.0
+
+    # A value this version cannot use: a visible warning instead of silent defaults.
+    paste(page, parameters.replace("Speedkit attention: sdp-math", "Speedkit attention: quantum"))
+    warning = page.locator("#script_txt2img_speedkit_paste_warning").first
+    expect(warning).to_contain_text("could not be used", timeout=30_000)
+    expect(warning).to_contain_text("Speedkit attention")
+    page.locator("#script_txt2img_speedkit_enabled").screenshot(path=str(screenshot_dir() / "paste-warning.png"))
+
+
+def paste(page, parameters: str) -> None:
+    page.locator("#txt2img_prompt textarea").fill(parameters)
+    page.locator("#tab_txt2img #paste").click()
 
 
 def _last_image(page) -> str:
@@ -123,19 +188,44 @@ def _last_image(page) -> str:
         return "data:image/png;base64," + base64.b64encode(response.read()).decode()
 
 
-def test_the_speedkit_tab_runs_a_benchmark_and_shows_the_table(webui, page):
+def open_speedkit_tab(page) -> None:
     page.locator("#tabs > .tab-nav button", has_text="Speedkit").click()
     page.locator("#speedkit_bench_run").wait_for()
-    for elem_id, value in (("speedkit_bench_steps", 4), ("speedkit_bench_width", 64), ("speedkit_bench_height", 64)):
+
+
+def test_the_result_card_answers_how_fast_compared_with_the_community(webui, page):
+    open_speedkit_tab(page)
+    for elem_id, value in (("speedkit_bench_steps", 2), ("speedkit_bench_width", 512), ("speedkit_bench_height", 512)):
         set_number(page, elem_id, value)
-    set_number(page, "speedkit_bench_runs", 2)
+    set_number(page, "speedkit_bench_runs", 1)
+    set_number(page, "speedkit_bench_warmup", 0)
     page.locator("#speedkit_bench_label textarea").fill("browser")
+    choose(page, "speedkit_bench_compare_with", "NVIDIA GeForce RTX 4090")
     page.locator("#speedkit_bench_run").click()
-    result = page.locator("#speedkit_bench_result").filter(has_text="Sampler it/s").first
-    result.wait_for(timeout=GENERATION_TIMEOUT_MS)
-    text = result.inner_text()
-    assert "GPU utilisation while sampling" in text and "n/a" in text  # no NVIDIA GPU here
-    assert "Time taken" in text  # appended by the WebUI's own wrapper
+    card = page.locator("#speedkit_bench_result .speedkit_card")
+    card.wait_for(timeout=GENERATION_TIMEOUT_MS)
+    assert card.locator(".speedkit_big_value").count() == 4
+    assert "Sampler" in card.inner_text() and "End-to-end" in card.inner_text()
+    bars = card.locator(".speedkit_bar_label")
+    assert bars.first.inner_text() == "you" and "NVIDIA GeForce RTX 4090" in bars.all_inner_texts()
+    assert "Time taken" in page.locator("#speedkit_bench_result").first.inner_text()  # the WebUI's own wrapper
+    assert not page.locator("#speedkit_bench_json").is_visible()  # the raw JSON is folded away
+    page.locator("#speedkit_bench_plot").wait_for(state="visible", timeout=30_000)  # a run: the plot shows
+    assert "browser" in page.locator("#speedkit_bench_history").inner_text()
     page.screenshot(path=str(screenshot_dir() / "speedkit-tab.png"), full_page=True)
-    history = page.locator("#speedkit_bench_history")
-    assert "browser" in history.inner_text()
+
+
+def test_compare_switches_draws_speedup_bars_and_shows_the_largest_image_difference(webui, page):
+    open_speedkit_tab(page)
+    for elem_id, value in (("speedkit_bench_steps", 2), ("speedkit_bench_width", 64), ("speedkit_bench_height", 64)):
+        set_number(page, elem_id, value)
+    set_number(page, "speedkit_bench_runs", 1)
+    set_number(page, "speedkit_bench_warmup", 0)
+    page.locator("#speedkit_bench_compare").click()
+    chart = page.locator("#speedkit_bench_result .speedkit_card").filter(has_text="Speedup over the baseline")
+    chart.wait_for(timeout=GENERATION_TIMEOUT_MS)
+    labels = chart.locator(".speedkit_bar_label").all_inner_texts()
+    assert labels[0] == "baseline (Speedkit off)" and "ToMe 0.5" in labels
+    assert "PSNR" in chart.inner_text()
+    page.locator("#speedkit_bench_images").wait_for(state="visible", timeout=30_000)
+    page.screenshot(path=str(screenshot_dir() / "speedkit-compare.png"), full_page=True)

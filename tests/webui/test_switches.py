@@ -48,7 +48,7 @@ def test_script_info_describes_the_arguments(webui):
     assert len(ours) == 1 and ours[0]["is_alwayson"]
     labels = [arg["label"] for arg in ours[0]["args"]]
     assert labels[:3] == ["Speedkit", "Attention backend", "Negative-guidance cutoff"]
-    assert len(labels) == 14 and labels[-2:] == ["CUDA graph (fast path)", "Lean step"]
+    assert len(labels) == 15 and labels[-3:] == ["CUDA graph (fast path)", "Lean step", "Speed mode"]
 
 
 def test_kernel_variants_are_registered_as_webui_optimizers(webui, pristine):
@@ -299,3 +299,38 @@ def test_cuda_graph_without_a_gpu_runs_eagerly_says_why_and_claims_nothing(webui
 def test_the_fraction_cutoff_leaves_no_host_skip_infotext(webui, pristine):
     params = params_of(txt2img(webui, speedkit(True, "keep", "fraction", 0.5)))
     assert not {"NGMS", "NGMS all steps", "Skip Early CFG"} & set(params)
+
+
+# --------------------------------------------------------------------------- speed modes
+
+
+def test_a_named_mode_through_the_api_applies_its_switches_and_says_so(webui, pristine):
+    response = txt2img(webui, {"speedkit": {"mode": "fast"}})
+    params = params_of(response)
+    assert params["Speedkit mode"] == "Fast"
+    assert params["Speedkit cutoff"] == "fraction 0.5" and params["Speedkit channels-last"] == "True"
+    assert "Speedkit CUDA graph" not in params and "runs on cpu" in params["Speedkit note"]  # claimed only if it ran
+    assert status(webui)["last_generation"]["requested"]["Speedkit mode"] == "Fast"
+    assert_restored(webui, pristine)
+
+
+def test_fourteen_values_from_before_the_modes_mean_custom(webui, pristine):
+    params = params_of(
+        txt2img(webui, speedkit(True, "keep", "off", 0.75, 0.5, 0.0, 1, 2, 2, False, -1, False, False, False))
+    )
+    assert params["Speedkit ToMe"] == 0.5 or str(params["Speedkit ToMe"]) == "0.5"
+    assert "Speedkit mode" not in params and "Speedkit channels-last" not in params
+
+
+def test_a_mode_axis_in_the_xyz_plot(webui, pristine):
+    info = http_json(webui.url + "/sdapi/v1/script-info")
+    xyz = next(s for s in info if s["name"] == "x/y/z plot" and not s["is_img2img"])
+    axis_labels = xyz["args"][0]["choices"]
+    x_type = axis_labels.index("[Speedkit] Mode")
+    # an axis with choices takes its values from the dropdown list (the third value), not the text
+    script_args = [x_type, "", ["Off", "Lossless"], 0, "", [], 0, "", [], True, False, False, False, False, False]
+    script_args += [False, 0, False]
+    infotexts = json.loads(txt2img(webui, None, script_name="x/y/z plot", script_args=script_args)["info"])["infotexts"]
+    assert any("Speedkit mode: Lossless" in text for text in infotexts)
+    assert any("Speedkit" not in text for text in infotexts[1:])
+    assert_restored(webui, pristine)
