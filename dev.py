@@ -187,8 +187,9 @@ def test(pytest_args: list[str]) -> None:
     else:
         python = webui_venv(checkout)
         chromium_note()
-        ldm = checkout / "repositories" / "stable-diffusion-stability-ai"
-        env |= {"SPEEDKIT_A1111_DIR": str(checkout), "PYTHONPATH": str(ldm)}
+        repositories = checkout / "repositories"
+        models = [repositories / "stable-diffusion-stability-ai", repositories / "generative-models"]  # ldm, sgm
+        env |= {"SPEEDKIT_A1111_DIR": str(checkout), "PYTHONPATH": os.pathsep.join(map(str, models))}
     run(python, "-m", "ruff", "check", ".", cwd=ROOT)
     run(python, "-m", "ruff", "format", "--check", ".", cwd=ROOT)
     run(python, "-m", "pytest", *pytest_args, env=env, cwd=ROOT)

@@ -49,6 +49,8 @@ class HostHooks:
     # lean step: why this pass must keep the wrappers, and the wrappers to take off
     lean_blocker: Callable[[], str | None]
     wrapped_forwards: Callable[[], Iterable[WrappedForward]]
+    # what a graphed pass needs changed around the UNet first (e.g. no CPU copy in it)
+    graph_prepare: Callable[[], Undo] = lambda: Undo.nothing("nothing to prepare")
 
 
 def attention_by_title(hooks: HostHooks) -> Applier:
@@ -89,10 +91,23 @@ def cuda_graph(hooks: HostHooks) -> Applier:
         )
         if reason is not None:
             raise FeatureSkipped(f"CUDA graph not used for this pass: {reason}")
+        prepared = hooks.graph_prepare()
         try:
-            return apply_cuda_graph(unet, hooks.graphs, hooks.graph_key(unet))
+            graphed = apply_cuda_graph(unet, hooks.graphs, hooks.graph_key(unet))
         except SpeedkitError as error:  # the UNet's own forward is replaced (ControlNet, ...)
+            prepared()
             raise FeatureSkipped(f"CUDA graph not used for this pass: {error}") from None
+        except BaseException:
+            prepared()
+            raise
+
+        def remove() -> None:
+            try:
+                graphed()
+            finally:
+                prepared()
+
+        return Undo(remove, "cuda graph")
 
     return apply
 

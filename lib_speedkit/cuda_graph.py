@@ -282,6 +282,7 @@ class _CudaCapturedCall:
     static_args: tuple
     static_kwargs: dict
     output: Any
+    nbytes: int = 0  # device memory this capture took (its pool growth and its static buffers)
 
     def replay(self) -> None:
         self.graph.replay()
@@ -307,6 +308,7 @@ class CudaCapturer:
     def capture(self, forward: Callable, args: tuple, kwargs: dict) -> CapturedCall:
         if self.pool is None:
             self.pool = torch.cuda.graph_pool_handle()
+        reserved_before = torch.cuda.memory_reserved()
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side), _autocast_without_cache():
@@ -317,7 +319,8 @@ class CudaCapturer:
         # thread_local: the WebUI's memory monitor thread queries the device during captures.
         with _autocast_without_cache(), torch.cuda.graph(graph, pool=self.pool, capture_error_mode="thread_local"):
             output = forward(*args, **kwargs)
-        return _CudaCapturedCall(graph, args, kwargs, output)
+        grown = max(0, torch.cuda.memory_reserved() - reserved_before)
+        return _CudaCapturedCall(graph, args, kwargs, output, grown + static_bytes(args, kwargs))
 
     def capturing(self) -> bool:
         return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
@@ -327,6 +330,12 @@ class CudaCapturer:
 
 
 # --------------------------------------------------------------------------- the cache
+
+
+def static_bytes(args: tuple, kwargs: dict) -> int:
+    """Bytes of a capture's static input buffers."""
+    tensors = [v for v in (*args, *kwargs.values()) if isinstance(v, torch.Tensor)]
+    return sum(t.numel() * t.element_size() for t in tensors)
 
 
 def _copy_into(static: object, value: object) -> None:
@@ -357,6 +366,8 @@ class GraphStats:
     eager_calls: Counter = field(default_factory=Counter)  # reason -> calls
     capture_failures: dict[str, str] = field(default_factory=dict)  # key text -> reason
     capture_seconds: float = 0.0
+    evictions: int = 0  # graphs dropped to stay within the memory budget or the count limit
+    failed_captures: int = 0
 
     def as_json(self) -> dict:
         return {
@@ -365,6 +376,8 @@ class GraphStats:
             "eager_calls": dict(self.eager_calls),
             "capture_failures": dict(self.capture_failures),
             "capture_seconds": round(self.capture_seconds, 3),
+            "evictions": self.evictions,
+            "failed_captures": self.failed_captures,
         }
 
     def since(self, before: dict) -> dict:
@@ -384,20 +397,30 @@ class GraphStats:
 
 
 class GraphCache:
-    """Captured graphs by (context key, call signature); least recently used evicted beyond
-    `max_graphs`. Failed captures are remembered so they are not retried."""
+    """Captured graphs by (context key, call signature); the least recently used are evicted
+    beyond `max_graphs` or `max_bytes` of device memory (the newest graph always stays). Failed
+    captures are remembered so they are not retried; an out-of-memory while capturing releases
+    every graph and tries once more."""
 
-    def __init__(self, capturer: Capturer | None = None, max_graphs: int = DEFAULT_MAX_GRAPHS):
+    def __init__(
+        self, capturer: Capturer | None = None, max_graphs: int = DEFAULT_MAX_GRAPHS, max_bytes: int | None = None
+    ):
         if max_graphs < 1:
             raise SpeedkitError(f"max_graphs must be at least 1, got {max_graphs}")
         self.capturer = capturer if capturer is not None else CudaCapturer()
         self.max_graphs = max_graphs
+        self.max_bytes = max_bytes
         self.graphs: OrderedDict[Hashable, CapturedCall] = OrderedDict()
         self.failed: dict[Hashable, str] = {}
         self.stats = GraphStats()
 
     def __len__(self) -> int:
         return len(self.graphs)
+
+    @property
+    def nbytes(self) -> int:
+        """Device memory the cached graphs took when captured (an estimate: they share a pool)."""
+        return sum(getattr(captured, "nbytes", 0) for captured in self.graphs.values())
 
     def call(self, forward: Callable, context_key: Hashable, args: tuple, kwargs: dict) -> object:
         """Serve one call: replay, capture then replay, or run eagerly (counted by reason)."""
@@ -434,24 +457,45 @@ class GraphCache:
     def _capture(self, forward: Callable, key: Hashable, args: tuple, kwargs: dict) -> CapturedCall | None:
         started = time.perf_counter()
         try:
-            static_args = tuple(_static_copy(value) for value in args)
-            static_kwargs = {name: _static_copy(value) for name, value in kwargs.items()}
-            captured = self.capturer.capture(forward, static_args, static_kwargs)
-            _clone_output(captured.output)  # refuse outputs a replay could not hand back
-        except (RuntimeError, NotGraphable) as error:  # incl. an out-of-memory error
-            out_of_memory = isinstance(error, OUT_OF_MEMORY)
-            self.failed[key] = "out of memory while capturing" if out_of_memory else _short_reason(error)
-            self.stats.capture_failures[_key_text(key)] = self.failed[key]
-            if out_of_memory:
-                self.release()  # give the memory back to eager mode
-            return None
+            captured = self._capture_once(forward, args, kwargs)
+        except OUT_OF_MEMORY:
+            self.release()  # every graph's memory back, then one more try
+            try:
+                captured = self._capture_once(forward, args, kwargs)
+            except (RuntimeError, NotGraphable) as error:
+                return self._failed(key, error)
+        except (RuntimeError, NotGraphable) as error:
+            return self._failed(key, error)
         finally:
             self.stats.capture_seconds += time.perf_counter() - started
         self.stats.captures += 1
         self.graphs[key] = captured
-        while len(self.graphs) > self.max_graphs:
-            self.graphs.popitem(last=False)
+        self._evict()
         return captured
+
+    def _capture_once(self, forward: Callable, args: tuple, kwargs: dict) -> CapturedCall:
+        static_args = tuple(_static_copy(value) for value in args)
+        static_kwargs = {name: _static_copy(value) for name, value in kwargs.items()}
+        captured = self.capturer.capture(forward, static_args, static_kwargs)
+        _clone_output(captured.output)  # refuse outputs a replay could not hand back
+        return captured
+
+    def _failed(self, key: Hashable, error: BaseException) -> None:
+        out_of_memory = isinstance(error, OUT_OF_MEMORY)
+        self.failed[key] = "out of memory while capturing" if out_of_memory else _short_reason(error)
+        self.stats.capture_failures[_key_text(key)] = self.failed[key]
+        self.stats.failed_captures += 1
+        if out_of_memory:
+            self.release()  # give the memory back to eager mode
+        return None
+
+    def _evict(self) -> None:
+        """Least recently used first, while over the count or the memory budget; the newest stays."""
+        while len(self.graphs) > 1 and (
+            len(self.graphs) > self.max_graphs or (self.max_bytes is not None and self.nbytes > self.max_bytes)
+        ):
+            self.graphs.popitem(last=False)
+            self.stats.evictions += 1
 
     def release(self) -> None:
         """Drop every graph and its memory (model unload, switch off, out of memory)."""
@@ -479,15 +523,26 @@ def _key_text(key: Hashable) -> str:
 
 
 class GraphedForward:
-    """The instance-level forward apply_cuda_graph installs: routes every call through the cache."""
+    """The instance-level forward apply_cuda_graph installs: routes every call through the cache.
+
+    Once a capture fails it steps aside for the rest of its life (a host applies it per sampling
+    pass): later calls go straight to the eager forward, with no key work, counted by reason."""
 
     def __init__(self, module: torch.nn.Module, cache: GraphCache, context_key: Callable[[], Hashable]):
         self.eager_forward = type(module).forward.__get__(module)
         self.cache = cache
         self.context_key = context_key
+        self.gave_up: str | None = None
 
     def __call__(self, *args, **kwargs):
-        return self.cache.call(self.eager_forward, self.context_key(), args, kwargs)
+        if self.gave_up is not None:
+            return self.cache._eager(self.eager_forward, args, kwargs, self.gave_up)
+        failures = self.cache.stats.failed_captures
+        output = self.cache.call(self.eager_forward, self.context_key(), args, kwargs)
+        if self.cache.stats.failed_captures > failures:
+            reason = list(self.cache.stats.capture_failures.values())[-1]
+            self.gave_up = f"capture failed earlier in this pass: {reason}"
+        return output
 
 
 def apply_cuda_graph(

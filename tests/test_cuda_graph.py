@@ -6,10 +6,9 @@ replay reads only the static input buffers and writes only the static output buf
 capture and its numerics are checked on the GPU by benchmarks/unet_step.py (docs/BENCHMARKS.md).
 """
 
-import warnings
-
 import pytest
 import torch
+from graph_standins import StandInCapturer
 
 from lib_speedkit.attention import apply_attention
 from lib_speedkit.cuda_graph import (
@@ -26,67 +25,6 @@ from lib_speedkit.plan import TokenMergingConfig
 from lib_speedkit.snapshot import ModuleSnapshot
 from lib_speedkit.tome import apply_tome
 from tiny_models import unet_inputs
-
-
-class FrozenCall:
-    """What a CUDA graph is to a call, on the CPU: the call is recorded once (torch.jit.trace
-    freezes its Python control flow and the Python state of that moment, as a capture freezes
-    the kernels) and a replay runs only that recording on the static input buffers, writing the
-    static output buffer. A key that misses some Python state then shows as a stale replay."""
-
-    def __init__(self, forward, args, kwargs):
-        self.static_args, self.static_kwargs = args, kwargs
-        names = sorted(kwargs)
-        self.inputs = [*(a for a in args if isinstance(a, torch.Tensor))]
-        self.inputs += [kwargs[n] for n in names if isinstance(kwargs[n], torch.Tensor)]
-
-        def run(*tensors):
-            values = iter(tensors)
-            call_args = [next(values) if isinstance(a, torch.Tensor) else a for a in args]
-            call_kwargs = {n: next(values) if isinstance(kwargs[n], torch.Tensor) else kwargs[n] for n in names}
-            return forward(*call_args, **call_kwargs)
-
-        # Weights become constants of the recording that alias their storage (as a graph reads
-        # weights by address); jit.trace refuses to do that for tensors that require grad.
-        module = getattr(forward, "__self__", None)
-        params = [p for p in module.parameters() if p.requires_grad] if module is not None else []
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # TracerWarning: Python values are frozen, which is the point
-            try:
-                for param in params:
-                    param.requires_grad_(False)
-                self.traced = torch.jit.trace(run, tuple(self.inputs), check_trace=False, strict=False)
-            finally:
-                for param in params:
-                    param.requires_grad_(True)
-        self.output = self.traced(*self.inputs)
-        self.replays = 0
-
-    def replay(self):
-        self.replays += 1
-        self.output.copy_(self.traced(*self.inputs))
-
-
-class StandInCapturer:
-    device_type = "cpu"
-
-    def __init__(self, fail_with: BaseException | None = None):
-        self.fail_with = fail_with
-        self.captured: list[FrozenCall] = []
-        self.released = 0
-
-    def capture(self, forward, args, kwargs):
-        if self.fail_with is not None:
-            raise self.fail_with
-        graph = FrozenCall(forward, args, kwargs)
-        self.captured.append(graph)
-        return graph
-
-    def capturing(self):
-        return False
-
-    def release(self):
-        self.released += 1
 
 
 @pytest.fixture
@@ -183,17 +121,41 @@ def test_a_failed_capture_runs_eagerly_and_is_not_retried(unet):
     assert cache.stats.captures == 0
     reasons = list(cache.stats.eager_calls)
     assert reasons[0].startswith("capture failed: RuntimeError: operation not permitted")
-    assert reasons[1].startswith("capture failed earlier:")
+    assert reasons[1].startswith("capture failed earlier in this pass:")  # no key work any more
 
 
-def test_out_of_memory_while_capturing_releases_the_graphs_and_continues_eagerly(unet):
+def test_out_of_memory_while_capturing_frees_every_graph_tries_once_more_then_runs_eagerly(unet):
     capturer = StandInCapturer(fail_with=torch.OutOfMemoryError("CUDA out of memory"))
     cache = GraphCache(capturer)
     expected = call(unet)
     apply_cuda_graph(unet, cache, "ctx")
     assert torch.equal(call(unet), expected)
-    assert capturer.released == 1
+    assert capturer.attempts == 2 and capturer.released == 2  # freed, retried, freed again
     assert "out of memory while capturing" in next(iter(cache.failed.values()))
+
+
+def test_a_capture_that_fits_once_the_old_graphs_are_freed_succeeds(unet):
+    capturer = StandInCapturer(fail_with=torch.OutOfMemoryError("CUDA out of memory"), failures=1)
+    cache = GraphCache(capturer)
+    expected = call(unet)
+    apply_cuda_graph(unet, cache, "ctx")
+    assert torch.equal(call(unet), expected)
+    assert cache.stats.captures == 1 and capturer.released == 1 and not cache.failed
+
+
+def test_graphs_beyond_the_memory_budget_are_evicted_least_recently_used_first(unet):
+    one_graph = None
+    state = {"key": 0}
+    cache = GraphCache(StandInCapturer(), max_graphs=8)
+    apply_cuda_graph(unet, cache, lambda: state["key"])
+    call(unet, batch=1)
+    one_graph = cache.nbytes
+    cache.max_bytes = int(2.5 * one_graph)
+    for key in (1, 0, 2):  # 1 becomes the least recently used when 2 arrives
+        state["key"] = key
+        call(unet, batch=1)
+    assert {key[0] for key in cache.graphs} == {0, 2} and cache.stats.evictions == 1
+    assert cache.nbytes <= cache.max_bytes
 
 
 def test_release_drops_every_graph(unet, cache):

@@ -41,6 +41,8 @@ def status() -> dict:
         "cuda_graph": {
             "active": bool(unet is not None and graphed_forward_of(unet) is not None),
             "cached_graphs": len(fast_path.GRAPHS),
+            "cached_mb": round(fast_path.GRAPHS.nbytes / 2**20, 1),
+            "budget_mb": None if fast_path.GRAPHS.max_bytes is None else fast_path.GRAPHS.max_bytes // 2**20,
             "totals": fast_path.GRAPHS.stats.as_json(),
         },
         "lean_step_active": lean_step_active(),

@@ -26,7 +26,7 @@ from ..bench.runner import MatrixEntry, RunMeasurement, run_benchmark, run_matri
 from ..bench.telemetry import SystemMemoryPeak, TelemetrySampler, open_gpu_provider, process_cpu_meter
 from ..errors import SpeedkitError
 from ..plan import SpeedPlan
-from . import attention, fast_path, hooks
+from . import attention, hooks
 from .generation import check_plan_can_run
 from .host_patches import patches_removed
 from .options import remember_options
@@ -258,12 +258,11 @@ def run_compare(
     _require_model()
     entries, notes = matrix_entries(user_plan, custom)
     progress = _progress(len(entries) * (preset.warmup + preset.runs) * preset.batch_count)
-    with fast_path.keeping_graphs():  # steady state: entries without the fast path do not drop its graphs
-        matrix = run_matrix(generate, preset, entries, _telemetry(), progress, images)
+    matrix = run_matrix(generate, preset, entries, _telemetry(), progress, images)
     if any(entry.plan is not None and entry.plan.cuda_graph.enabled for entry in entries):
         notes.append(
-            "CUDA graphs stay cached across the matrix's entries (steady state, as in consecutive generations "
-            "with the switch on); graph_captures lists the captures inside each timed run"
+            "CUDA graphs stay cached across the matrix's entries, as across generations (steady state); "
+            "graph_captures lists the captures inside each timed run"
         )
     matrix["notes"] = notes + matrix["notes"]
     matrix["environment"] = webui_environment()

@@ -11,7 +11,7 @@ applies only its cutoff: the UNet's switches stay as the outer generation set th
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 from modules import shared
 
@@ -19,14 +19,16 @@ from ..appliers import HostHooks, host_appliers
 from ..apply import GENERATION_FEATURES, PASS_FEATURES, AppliedPlan, apply_plan
 from ..cuda_graph import MIN_TORCH, graph_support
 from ..errors import SpeedkitError
-from ..plan import INFOTEXT_FEATURES, SpeedPlan, TokenMergingConfig, format_infotext
+from ..plan import INFOTEXT_FEATURES, KEY_CUDA_GRAPH, KEY_LEAN_STEP, SpeedPlan, TokenMergingConfig, format_infotext
 from ..undo import Undo
 from . import attention, cutoff, fast_path
 from .attention import FORGE_NOTE, is_forge
 from .hypertile import is_hypertile_forward
+from .record import GenerationRecord, GraphCalls
 
 NOTE_KEY = "Speedkit note"
 HOST_TOME_OPTIONS = ("token_merging_ratio", "token_merging_ratio_img2img", "token_merging_ratio_hr")
+PASS_KEYS = {"cuda_graph": KEY_CUDA_GRAPH, "lean_step": KEY_LEAN_STEP}
 NESTED_FEATURES = ("cutoff",)
 """What a generation nested in another applies itself: the cutoff (per `p`); the UNet's switches
 stay as the outer generation set them."""
@@ -38,27 +40,6 @@ NESTED_NOTE = (
 
 class GenerationRefused(SpeedkitError):
     """Speedkit could not apply the requested plan, so the generation does not run."""
-
-
-@dataclass
-class GenerationRecord:
-    """What the status endpoint and the bench read about a generation (`enabled` False: Speedkit
-    was off and touched nothing, so nothing was counted)."""
-
-    enabled: bool = True
-    requested: dict[str, str] = field(default_factory=dict)
-    applied: dict[str, str] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
-    refused: str | None = None
-    nested: bool = False
-    unet_calls: dict | None = None  # with/without the uncond pass, the whole generation
-    passes: list[dict] = field(default_factory=list)  # per sampling pass: calls, graph statistics
-    cuda_graph: dict | None = None  # replays, captures and eager calls by reason, the whole generation
-    started: float = field(default_factory=time.time)
-    finished: float | None = None
-
-    def as_json(self) -> dict:
-        return {name: getattr(self, name) for name in self.__dataclass_fields__}
 
 
 def check_plan_can_run(plan: SpeedPlan) -> None:
@@ -86,7 +67,7 @@ class Generation:
         self.pass_networks = fast_path.PassNetworks(None, None)
         self.in_pass = False
         self.failure: GenerationRefused | None = None
-        self.graph_before: dict | None = None
+        self.graph_calls = GraphCalls()
         self.pass_graph_before: dict | None = None
 
     def _for_this_image(self, plan: SpeedPlan) -> SpeedPlan:
@@ -158,6 +139,7 @@ class Generation:
             forward_keyed=is_hypertile_forward,
             lean_blocker=lambda: self.pass_networks.lean_blocker(),
             wrapped_forwards=lambda: self.pass_networks.wrapped_forwards(),
+            graph_prepare=fast_path.graphable_sgm_unet,
         )
 
     def current_tome(self) -> TokenMergingConfig | None:
@@ -197,16 +179,17 @@ class Generation:
         self.record.passes.append({"unet_calls": self.guidance.counts(), "cuda_graph": None})
         if not (self.plan.cuda_graph.enabled or self.plan.lean_step.enabled):
             return
+        unet = shared.sd_model.model.diffusion_model
         self.pass_networks = fast_path.PassNetworks.now()
-        self.pass_graph_before = fast_path.GRAPHS.stats.as_json()
-        if self.graph_before is None and self.plan.cuda_graph.enabled:
-            self.graph_before = self.pass_graph_before
+        fast_path.set_graph_budget()
         try:
+            self.pass_networks.apply_weights(unet)  # networks merged (or restored) before the pass
+            self.pass_graph_before = fast_path.GRAPHS.stats.as_json()
             self.applied.begin_pass()
         except BaseException as error:  # noqa: BLE001 - undone whatever it was; re-raised unless an Exception
             self._fail_during_sampling(error, "preparing a sampling pass")
             return
-        self._claim(self.applied.applied & set(PASS_FEATURES))
+        self._claim(self.applied.applied & {"lean_step"})  # the graph is claimed once its calls are counted
         for feature in PASS_FEATURES:
             if feature in self.applied.skipped:
                 self.note_once(self.applied.skipped[feature])
@@ -216,6 +199,7 @@ class Generation:
         if self.applied is None or not self.in_pass:
             return
         self.in_pass = False
+        graphed = "cuda_graph" in self.applied.applied
         self.applied.end_pass()
         current = self.record.passes[-1]
         started = current["unet_calls"]
@@ -224,6 +208,27 @@ class Generation:
         if self.pass_graph_before is not None:
             current["cuda_graph"] = fast_path.GRAPHS.stats.since(self.pass_graph_before)
             self.pass_graph_before = None
+            if graphed:
+                self.graph_calls.add(current["cuda_graph"])
+                self._claim_graph()
+
+    def _claim_graph(self) -> None:
+        """`Speedkit CUDA graph: True` only when every UNet call of the graphed passes replayed;
+        some replayed: how many; none: no claim. Each eager reason becomes a note."""
+        calls = self.graph_calls
+        key = PASS_KEYS["cuda_graph"]
+        for reason, count in calls.eager.items():
+            self.note_once(f"CUDA graph: {count} UNet call(s) ran eagerly: {reason}")
+        if calls.replays and not calls.eager:
+            value = "True"
+        elif calls.replays:
+            value = f"{calls.replays}/{calls.total} calls"
+        else:
+            self.record.applied.pop(key, None)
+            self.p.extra_generation_params.pop(key, None)
+            return
+        self.record.applied[key] = value
+        self.p.extra_generation_params[key] = value
 
     # -- refusing, notes, restoring
     def refuse(self, reason: str) -> None:
@@ -256,9 +261,12 @@ class Generation:
             if self.guidance is not None:
                 self.record.unet_calls = self.guidance.counts()
                 self.guidance.current = None
-            if self.graph_before is not None:
-                self.record.cuda_graph = fast_path.GRAPHS.stats.since(self.graph_before) | {
-                    "cached_graphs": len(fast_path.GRAPHS)
+            if self.graph_calls.total:
+                self.record.cuda_graph = {
+                    "replays": self.graph_calls.replays,
+                    "eager_calls": dict(self.graph_calls.eager),
+                    "captures": sum((p["cuda_graph"] or {}).get("captures", 0) for p in self.record.passes),
+                    "cached_graphs": len(fast_path.GRAPHS),
                 }
 
 

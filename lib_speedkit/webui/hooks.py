@@ -20,9 +20,9 @@ from typing import ClassVar
 from ..errors import SpeedkitError
 from ..plan import SpeedPlan
 from ..script_args import plan_from_args
-from . import fast_path
 from .attention import unavailable_switches
-from .generation import Generation, GenerationRecord
+from .generation import Generation
+from .record import GenerationRecord
 
 
 class Registry:
@@ -51,12 +51,9 @@ def prepare_generation_with_plan(p, plan: SpeedPlan | None) -> None:
     """Like prepare_generation, for a plan built elsewhere (the benchmark); None: Speedkit off."""
     nested = bool(Registry.active)
     if plan is None:
-        if not nested:
-            fast_path.release_unless_kept()  # the switch is off: give the graphs' memory back
+        if not nested:  # graphs stay cached: switching Speedkit off and on again costs no capture
             Registry.last = GenerationRecord(enabled=False, finished=time.time())
         return
-    if not plan.cuda_graph.enabled and not nested:
-        fast_path.release_unless_kept()
     _start(Generation(p, plan, outer=Registry.active[-1] if nested else None)).prepare()
 
 

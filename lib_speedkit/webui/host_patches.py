@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from modules import patches, processing, sd_samplers_cfg_denoiser
+from modules import patches, processing, sd_models, sd_samplers_cfg_denoiser
 
 from ..errors import PlanError, SpeedkitError
 from ..modes import MODE_NAMES, canonical_mode
 from ..script_args import ARG_NAMES, DEFAULT_ARGS, MODE_INDEX, SCRIPT_TITLE, plan_from_args
-from . import hooks
+from . import fast_path, hooks
 from .attention import unavailable_switches
 from .generation import check_plan_can_run
 
@@ -39,6 +39,18 @@ def _cfg_denoiser_forward(original):
         return hooks.denoise(original, self, x, sigma, uncond, cond, cond_scale, s_min_uncond, image_cond)
 
     return forward
+
+
+def _unload_model_weights(original):
+    """Unloading the checkpoint (to RAM or entirely) gives the graphs' memory back too."""
+
+    def unload_model_weights(*args, **kwargs):
+        try:
+            return original(*args, **kwargs)
+        finally:
+            fast_path.release_graphs()
+
+    return unload_model_weights
 
 
 def _validating_init_script_args(original):
@@ -124,6 +136,7 @@ def _targets() -> tuple[tuple[object, str, Callable], ...]:
         (processing, "process_images_inner", _process_images_inner),
         (sd_samplers_cfg_denoiser.CFGDenoiser, "forward", _cfg_denoiser_forward),
         (api.Api, "init_script_args", _validating_init_script_args),
+        (sd_models, "unload_model_weights", _unload_model_weights),
     )
 
 

@@ -85,6 +85,16 @@ def add_settings() -> None:
         section=("speedkit", "Speedkit"),
     )
     shared.opts.add_option(DEFAULT_MODE_OPTION, info.needs_reload_ui())
+    from .fast_path import DEFAULT_GRAPH_BUDGET_MB, GRAPH_BUDGET_OPTION
+
+    budget = shared.OptionInfo(
+        DEFAULT_GRAPH_BUDGET_MB,
+        "Memory the CUDA graphs may keep cached between generations, MB (least recently used dropped first)",
+        gr.Slider,
+        {"minimum": 64, "maximum": 16384, "step": 64},
+        section=("speedkit", "Speedkit"),
+    )
+    shared.opts.add_option(GRAPH_BUDGET_OPTION, budget)
 
 
 def default_mode() -> str:

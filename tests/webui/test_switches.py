@@ -264,7 +264,8 @@ def test_lean_step_bypasses_the_lora_wrappers_during_sampling_bit_exactly(webui,
     assert "Linear.forward=network_Linear_forward" in params_of(txt2img(webui, PROBE))["Speedkit test probe"]
 
 
-def test_lean_step_stays_off_while_a_lora_is_loaded_and_until_its_weights_are_restored(webui, pristine):
+def test_lean_step_with_a_lora_is_bit_identical_to_the_lora_and_the_next_image_to_none(webui, pristine):
+    """The built-in's weights are merged into the layers before the pass, so the wrappers can go."""
     write_tiny_lora(webui)
     lora_prompt = BASE_REQUEST["prompt"] + f" <lora:{TINY_LORA}:1>"
     with_lora = txt2img(webui, prompt=lora_prompt)
@@ -272,17 +273,26 @@ def test_lean_step_stays_off_while_a_lora_is_loaded_and_until_its_weights_are_re
 
     lean_with_lora = txt2img(webui, {**speedkit(*LEAN), **PROBE}, prompt=lora_prompt)
     params = params_of(lean_with_lora)
-    assert "Linear.forward=network_Linear_forward" in params["Speedkit test probe"]
-    assert "1 LoRA/network(s) loaded" in params["Speedkit note"]
-    assert "Speedkit lean step" not in params
+    assert "Linear.forward=forward " in params["Speedkit test probe"]  # bypassed during sampling
+    assert str(params["Speedkit lean step"]) == "True"
     assert pixels(lean_with_lora) == pixels(with_lora)
 
-    after_lora = txt2img(webui, speedkit(*LEAN))  # the wrappers must run once to take the LoRA out
-    assert "previous LoRA's weights are restored" in params_of(after_lora)["Speedkit note"]
+    after_lora = txt2img(webui, speedkit(*LEAN))  # the LoRA's weights are taken out before the pass
+    assert str(params_of(after_lora)["Speedkit lean step"]) == "True"
     assert pixels(after_lora) == pristine["pixels"]
-    again = txt2img(webui, speedkit(*LEAN))
-    assert str(params_of(again)["Speedkit lean step"]) == "True"
-    assert pixels(again) == pristine["pixels"]
+    assert pixels(txt2img(webui)) == pristine["pixels"]
+
+
+def test_with_lora_functional_the_lean_step_steps_aside_and_says_why(webui, pristine):
+    write_tiny_lora(webui)
+    http_json(webui.url + "/sdapi/v1/options", {"lora_functional": True})
+    try:
+        lora_prompt = BASE_REQUEST["prompt"] + f" <lora:{TINY_LORA}:1>"
+        params = params_of(txt2img(webui, speedkit(*LEAN), prompt=lora_prompt))
+    finally:
+        http_json(webui.url + "/sdapi/v1/options", {"lora_functional": False})
+    assert "Speedkit lean step" not in params
+    assert "lora_functional" in params["Speedkit note"]
 
 
 def test_cuda_graph_without_a_gpu_runs_eagerly_says_why_and_claims_nothing(webui, pristine):

@@ -13,19 +13,74 @@ API args: [fail_after_unet_calls (-1 = never), kind]. Kinds:
                    same scripts and args, a LoRA in its prompt); its probe goes into
                    "Speedkit test nested";
   "tome-fails"     Speedkit's ToMe applier raises for this generation, after attention and
-                   channels-last have been applied.
+                   channels-last have been applied;
+  "cpu-graphs"     CUDA graphs played on the CPU for this generation (tests/graph_standins.py:
+                   a capture freezes the call, a replay runs only the recording), so the whole
+                   fast path runs in this CPU WebUI; the graphs stay cached between generations;
+  "cpu-graphs-copy" the same, and a UNet module that copies from the CPU while a capture runs
+                   (as sgm's timestep embedding did), so every capture fails;
+  "cpu-graphs-copy-1" only captures of calls with a batch of 1 (without the negative prompt) fail.
 """
+
+import sys
+from pathlib import Path
 
 import gradio as gr
 import torch
 from modules import processing, scripts, shared
 
 NESTED_LORA = "<lora:speedkit-tiny:1>"
+TESTS = Path(__file__).resolve().parents[3]
+CPU_COPY_ERROR = "Cannot copy between CPU and CUDA tensors during CUDA graph capture unless the CPU tensor is pinned"
+
+
+class CpuGraphs:
+    """One CPU graph cache for the whole session, swapped in for a generation and out after."""
+
+    cache = None
+
+    @classmethod
+    def swap_in(cls, p) -> None:
+        from lib_speedkit.cuda_graph import GraphCache
+        from lib_speedkit.webui import fast_path
+
+        if str(TESTS) not in sys.path:
+            sys.path.insert(0, str(TESTS))
+        from graph_standins import StandInCapturer
+
+        if cls.cache is None:
+            cls.cache = GraphCache(StandInCapturer())
+        p.speedkit_test_graphs = fast_path.GRAPHS
+        fast_path.GRAPHS = cls.cache
+
+    @staticmethod
+    def swap_out(p) -> None:
+        from lib_speedkit.webui import fast_path
+
+        previous = getattr(p, "speedkit_test_graphs", None)
+        if previous is not None:
+            fast_path.GRAPHS = previous
+
+
+def copy_from_cpu_while_capturing(p, batch: int | None = None) -> None:
+    from lib_speedkit.webui import fast_path
+
+    def hook(_module, args):
+        if fast_path.GRAPHS.capturer.capturing() and batch in (None, args[0].shape[0]):
+            raise RuntimeError(CPU_COPY_ERROR)
+
+    p.speedkit_test_copy = shared.sd_model.model.diffusion_model.time_embed.register_forward_pre_hook(hook)
 
 
 def _probe_text(unet) -> str:
+    """What the fast path looks like from inside sampling: nn.Linear's forward, the UNet's
+    instance forward, and the networks merged into the LoRA's layer (time_embed.0) right now."""
     forward = unet.__dict__.get("forward")
-    return f"Linear.forward={torch.nn.Linear.forward.__name__} unet.forward={type(forward).__name__}"
+    merged = [name for name, *_ in getattr(unet.time_embed[0], "network_current_names", ())]
+    return (
+        f"Linear.forward={torch.nn.Linear.forward.__name__} unet.forward={type(forward).__name__} "
+        f"networks={','.join(merged) or 'none'}"
+    )
 
 
 def _options_text() -> str:
@@ -48,6 +103,12 @@ class SpeedkitTestFaults(scripts.Script):
         ]
 
     def before_process(self, p, fail_after, kind):
+        if kind.startswith("cpu-graphs"):
+            CpuGraphs.swap_in(p)
+        if kind == "cpu-graphs-copy":
+            copy_from_cpu_while_capturing(p)
+        if kind == "cpu-graphs-copy-1":
+            copy_from_cpu_while_capturing(p, batch=1)
         if kind == "tome-fails" and not getattr(p, "speedkit_test_inner", False):
             import lib_speedkit.appliers as appliers
 
@@ -126,6 +187,8 @@ class SpeedkitTestFaults(scripts.Script):
         p.extra_generation_params["Speedkit test nested"] = "; ".join(filter(None, [previous, seen[0]]))
 
     def postprocess(self, p, processed, *args):
-        handle = getattr(p, "speedkit_test_fault", None)
-        if handle is not None:
-            handle.remove()
+        for name in ("speedkit_test_fault", "speedkit_test_copy"):
+            handle = getattr(p, name, None)
+            if handle is not None:
+                handle.remove()
+        CpuGraphs.swap_out(p)

@@ -1,0 +1,45 @@
+"""What is known about a generation once it ran: the record the status route and the bench read,
+and the count of the UNet calls its graphed passes replayed or ran eagerly."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+
+@dataclass
+class GenerationRecord:
+    """What the status endpoint and the bench read about a generation (`enabled` False: Speedkit
+    was off and touched nothing, so nothing was counted)."""
+
+    enabled: bool = True
+    requested: dict[str, str] = field(default_factory=dict)
+    applied: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    refused: str | None = None
+    nested: bool = False
+    unet_calls: dict | None = None  # with/without the uncond pass, the whole generation
+    passes: list[dict] = field(default_factory=list)  # per sampling pass: calls, graph statistics
+    cuda_graph: dict | None = None  # replays, captures and eager calls by reason, the whole generation
+    started: float = field(default_factory=time.time)
+    finished: float | None = None
+
+    def as_json(self) -> dict:
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+
+@dataclass
+class GraphCalls:
+    """The UNet calls of a generation's graphed passes: replayed, or eager by reason."""
+
+    replays: int = 0
+    eager: dict[str, int] = field(default_factory=dict)
+
+    def add(self, pass_stats: dict) -> None:
+        self.replays += pass_stats["replays"]
+        for reason, count in pass_stats["eager_calls"].items():
+            self.eager[reason] = self.eager.get(reason, 0) + count
+
+    @property
+    def total(self) -> int:
+        return self.replays + sum(self.eager.values())

@@ -1,0 +1,94 @@
+"""Tier 2: the fast path in a live A1111 1.10.1, the CUDA graph played on the CPU (the fault
+extension's "cpu-graphs": a capture freezes the call as a graph does, a replay runs only that).
+
+The infotext claims the graph only for the calls that replayed; a failed capture costs one eager
+call and says why; graphs outlive generations without the switch; LoRAs run through the graph
+with their weights merged, bit-identical to the WebUI without Speedkit.
+"""
+
+from __future__ import annotations
+
+from helpers import (
+    BASE_REQUEST,
+    FAULTS,
+    GRAPH,
+    STEPS,
+    TINY_LORA,
+    assert_restored,
+    params_of,
+    pixels,
+    speedkit,
+    status,
+    txt2img,
+    write_tiny_lora,
+)
+
+LOSSLESS = [True, "keep", "off", 0.75, 0.0, 0.0, 1, 2, 2, False, -1, False, True, True]
+
+
+def cpu_graphs(kind: str = "cpu-graphs") -> dict:
+    return {FAULTS: {"args": [-1, kind]}}
+
+
+def graph_calls(passes: list[dict]) -> tuple[int, int]:
+    """(replays, eager calls) over the sampling passes of a generation record."""
+    replays = sum(p["cuda_graph"]["replays"] for p in passes)
+    eager = sum(sum(p["cuda_graph"]["eager_calls"].values()) for p in passes)
+    return replays, eager
+
+
+def test_a_pass_that_replayed_every_call_claims_the_graph_and_changes_no_pixel(webui, pristine):
+    response = txt2img(webui, {**speedkit(*GRAPH), **cpu_graphs()})
+    params = params_of(response)
+    assert str(params["Speedkit CUDA graph"]) == "True"
+    last = status(webui)["last_generation"]
+    assert graph_calls(last["passes"]) == (STEPS, 0)
+    assert last["cuda_graph"]["replays"] == STEPS and last["cuda_graph"]["eager_calls"] == {}
+    assert pixels(response) == pristine["pixels"]
+    assert_restored(webui, pristine)
+
+
+def test_a_failed_capture_claims_nothing_costs_one_eager_call_and_says_why(webui, pristine):
+    response = txt2img(webui, {**speedkit(*GRAPH), **cpu_graphs("cpu-graphs-copy")})
+    params = params_of(response)
+    assert "Speedkit CUDA graph" not in params
+    assert "capture failed: RuntimeError: Cannot copy between CPU and CUDA tensors" in params["Speedkit note"]
+    eager = status(webui)["last_generation"]["passes"][0]["cuda_graph"]["eager_calls"]
+    assert sum(count for reason, count in eager.items() if reason.startswith("capture failed: ")) == 1
+    assert sum(count for reason, count in eager.items() if "earlier in this pass" in reason) == STEPS - 1
+    assert pixels(response) == pristine["pixels"]
+
+
+def test_some_calls_replayed_and_some_eager_is_said_as_a_fraction(webui, pristine):
+    """The fraction cutoff halves the batch from step 4 on: a second graph. When only that one's
+    capture fails, the pass gives the graph up from there: the infotext says how many calls
+    replayed, and the note why not all."""
+    fraction = [True, "keep", "fraction", 0.5, 0.0, 0.0, 1, 2, 2, False, -1, False, True, False]
+    params = params_of(txt2img(webui, {**speedkit(*fraction), **cpu_graphs("cpu-graphs-copy-1")}))
+    assert str(params["Speedkit CUDA graph"]) == f"{STEPS // 2}/{STEPS} calls"
+    assert "ran eagerly: capture failed" in params["Speedkit note"]
+    assert graph_calls(status(webui)["last_generation"]["passes"]) == (STEPS // 2, STEPS // 2)
+
+
+def test_switching_speedkit_off_and_on_again_keeps_the_graphs(webui, pristine):
+    txt2img(webui, {**speedkit(*GRAPH), **cpu_graphs()})
+    txt2img(webui)  # a generation without Speedkit in between
+    txt2img(webui, {**speedkit(*GRAPH), **cpu_graphs()})
+    passes = status(webui)["last_generation"]["passes"]
+    assert passes[0]["cuda_graph"]["captures"] == 0 and passes[0]["cuda_graph"]["replays"] == STEPS
+
+
+def test_a_lora_runs_through_the_graph_bit_identical_to_the_webui_without_speedkit(webui, pristine):
+    write_tiny_lora(webui)
+    lora_prompt = BASE_REQUEST["prompt"] + f" <lora:{TINY_LORA}:1>"
+    stock_with_lora = pixels(txt2img(webui, prompt=lora_prompt))
+    assert stock_with_lora != pristine["pixels"]
+    response = txt2img(webui, {**speedkit(*LOSSLESS), **cpu_graphs()}, prompt=lora_prompt)
+    params = params_of(response)
+    assert str(params["Speedkit CUDA graph"]) == "True" and str(params["Speedkit lean step"]) == "True"
+    assert pixels(response) == stock_with_lora
+    # the next image without the LoRA: its weights were taken out before the pass
+    after = txt2img(webui, {**speedkit(*LOSSLESS), **cpu_graphs()})
+    assert str(params_of(after)["Speedkit CUDA graph"]) == "True"
+    assert pixels(after) == pristine["pixels"]
+    assert_restored(webui, pristine)
