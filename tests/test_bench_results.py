@@ -54,6 +54,16 @@ def test_runner_warms_up_then_times_and_summarises():
     assert result["diagnosis"]["verdict"] == "unknown" and not result["interrupted"]
 
 
+def test_each_run_records_its_image_digest_and_the_graph_claim():
+    """A history can tell bit-identical runs apart without keeping images: equal digests, equal pixels."""
+    plain = run_benchmark(FakeGenerator(), PRESET, None, sampler())
+    merged = run_benchmark(FakeGenerator(), PRESET, SpeedPlan(tome=TokenMergingConfig(ratio=0.5)), sampler())
+    digests = {run["image_sha256"] for run in plain["runs"]}
+    assert len(digests) == 1 and None not in digests
+    assert merged["runs"][0]["image_sha256"] not in digests  # the fake's ToMe image differs
+    assert plain["runs"][0]["cuda_graph"] is None and plain["runs"][0]["notes"] == []
+
+
 def test_an_interrupt_keeps_the_completed_runs_and_says_so():
     result = run_benchmark(FakeGenerator(interrupt_at=3), PRESET, None, sampler())
     assert result["interrupted"] and len(result["runs"]) == 2

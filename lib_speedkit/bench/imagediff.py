@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass
 
@@ -39,3 +40,11 @@ def compare(a, b) -> ImageDifference:
     mse = float(np.mean(diff.astype(np.float64) ** 2))
     psnr = math.inf if mse == 0 else 10.0 * math.log10(255.0**2 / mse)
     return ImageDifference(int(diff.max()), float(diff.mean()), psnr)
+
+
+def image_digest(image) -> str | None:
+    """SHA-256 of the image's 8-bit RGB pixels: equal digests mean bit-identical images, so runs
+    of a history or of two benchmarks can be compared without keeping the images."""
+    if image is None:
+        return None
+    return hashlib.sha256(to_array(image).tobytes()).hexdigest()

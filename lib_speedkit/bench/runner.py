@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from ..plan import SpeedPlan, format_infotext
 from .diagnosis import diagnose
 from .history import SCHEMA_VERSION
-from .imagediff import compare
+from .imagediff import compare, image_digest
 from .presets import BenchPreset
 from .stats import summarise
 from .telemetry import TelemetryReport, TelemetrySampler
@@ -60,6 +60,9 @@ class RunRecord:
             "vram_mb": m.vram_mb,
             "interrupted": m.interrupted,
             "attention": m.info.get("attention"),
+            "image_sha256": image_digest(m.first_image),
+            "cuda_graph": (m.info.get("speedkit") or {}).get("cuda_graph"),
+            "notes": (m.info.get("speedkit") or {}).get("notes") or [],
         }
 
 
