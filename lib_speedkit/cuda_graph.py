@@ -316,9 +316,16 @@ class CudaCapturer:
                 forward(*args, **kwargs)
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        # thread_local: the WebUI's memory monitor thread queries the device during captures.
-        with _autocast_without_cache(), torch.cuda.graph(graph, pool=self.pool, capture_error_mode="thread_local"):
-            output = forward(*args, **kwargs)
+        try:
+            # thread_local: the WebUI's memory monitor thread queries the device during captures.
+            with _autocast_without_cache(), torch.cuda.graph(graph, pool=self.pool, capture_error_mode="thread_local"):
+                output = forward(*args, **kwargs)
+        except BaseException:
+            # The failed graph gives its pool back when it is collected; if no other graph holds the
+            # pool, the allocator then refuses the handle for the next capture (PyTorch asserts
+            # "use_count > 0"). The next capture starts a new pool; the graphs kept hold the old one.
+            self.pool = None
+            raise
         grown = max(0, torch.cuda.memory_reserved() - reserved_before)
         return _CudaCapturedCall(graph, args, kwargs, output, grown + static_bytes(args, kwargs))
 
