@@ -133,14 +133,32 @@ def library_graph_key(unet: torch.nn.Module) -> tuple:
 
 def replaced_forwards_reason(unet: torch.nn.Module, allowed: Callable[[str, object], bool] | None = None) -> str | None:
     """Why forwards replaced on module instances keep the graph off (None: there are none, or
-    `allowed(name, forward)` vouches for each: a host that keys its graphs on their state)."""
-    found = [name for name, forward in instance_forwards(unet).items() if not (allowed and allowed(name, forward))]
+    `allowed(name, forward)` vouches for each: a host that keys its graphs on their state). The
+    reason names the module and the code that replaced its forward, so a user can tell which
+    extension it is (ControlNet replaces the UNet's own forward)."""
+    found = {
+        name: forward for name, forward in instance_forwards(unet).items() if not (allowed and allowed(name, forward))
+    }
     if not found:
         return None
+    if "" in found:
+        return (
+            f"another extension replaced the UNet's forward ({code_name(found[''])}); the graph steps aside "
+            "while that code drives the UNet"
+        )
+    name, forward = next(iter(found.items()))
     return (
-        f"{len(found)} UNet module(s) have their forward replaced on the instance (e.g. {found[0]}): a graph "
-        "would freeze the Python state that code reads"
+        f"{len(found)} UNet module(s) have their forward replaced on the instance (e.g. {name} by "
+        f"{code_name(forward)}): a graph would freeze the Python state that code reads"
     )
+
+
+def code_name(function: object) -> str:
+    """`module.qualname` of a function, a bound method or a callable object."""
+    code = getattr(function, "__func__", function)
+    if not hasattr(code, "__qualname__"):
+        code = type(code)
+    return f"{getattr(code, '__module__', '?')}.{code.__qualname__}"
 
 
 def library_appliers(compute_dtype: torch.dtype | None = None, graphs: GraphCache | None = None) -> dict[str, Applier]:

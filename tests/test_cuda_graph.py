@@ -297,6 +297,29 @@ def test_instance_level_forwards_inside_the_unet_are_found_and_keep_the_library_
         assert graphed_forward_of(unet) is None
 
 
+def test_the_reason_names_the_unet_and_the_code_when_an_extension_replaced_the_unet_forward(unet):
+    # What ControlNet does for every generation with a unit: its own function bound to the UNet.
+    from lib_speedkit.apply import replaced_forwards_reason
+
+    def forward_webui(self, x, timesteps=None, context=None, **kwargs):
+        return type(self).forward(self, x, timesteps, context, **kwargs)
+
+    unet.forward = forward_webui.__get__(unet)
+    reason = replaced_forwards_reason(unet)
+    assert reason.startswith("another extension replaced the UNet's forward (")
+    assert "forward_webui" in reason
+
+
+def test_the_reason_names_a_replaced_submodule_and_its_code(unet):
+    from lib_speedkit.apply import replaced_forwards_reason
+
+    module = _attention_module(unet)
+    module.forward = FlagTiling(module)
+    name = next(n for n, m in unet.named_modules() if m is module)
+    assert f"(e.g. {name} by " in replaced_forwards_reason(unet)
+    assert "FlagTiling" in replaced_forwards_reason(unet)
+
+
 def test_a_forward_put_back_as_the_bound_class_method_is_not_a_replacement(unet, cache, assert_clean):
     """ControlNet restores `model.forward = model._original_forward`: the plain forward again."""
     unet.forward = type(unet).forward.__get__(unet)

@@ -31,6 +31,18 @@ def speedkit(*args) -> dict:
     return {"speedkit": {"args": list(args)}}
 
 
+def cpu_graphs(kind: str = "cpu-graphs") -> dict:
+    """The fault extension's CUDA graphs played on the CPU ("cpu-graphs-copy": every capture fails)."""
+    return {FAULTS: {"args": [-1, kind]}}
+
+
+def graph_calls(passes: list[dict]) -> tuple[int, int]:
+    """(replays, eager calls) over the sampling passes of a generation record."""
+    replays = sum(p["cuda_graph"]["replays"] for p in passes)
+    eager = sum(sum(p["cuda_graph"]["eager_calls"].values()) for p in passes)
+    return replays, eager
+
+
 def post(server, path: str, payload: dict) -> tuple[int, dict]:
     try:
         return 200, http_json(server.url + path, payload)

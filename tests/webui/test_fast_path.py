@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from helpers import (
     BASE_REQUEST,
-    FAULTS,
     GRAPH,
     STEPS,
     TINY_LORA,
     assert_restored,
+    cpu_graphs,
+    graph_calls,
     params_of,
     pixels,
     speedkit,
@@ -24,17 +25,6 @@ from helpers import (
 )
 
 LOSSLESS = [True, "keep", "off", 0.75, 0.0, 0.0, 1, 2, 2, False, -1, False, True, True]
-
-
-def cpu_graphs(kind: str = "cpu-graphs") -> dict:
-    return {FAULTS: {"args": [-1, kind]}}
-
-
-def graph_calls(passes: list[dict]) -> tuple[int, int]:
-    """(replays, eager calls) over the sampling passes of a generation record."""
-    replays = sum(p["cuda_graph"]["replays"] for p in passes)
-    eager = sum(sum(p["cuda_graph"]["eager_calls"].values()) for p in passes)
-    return replays, eager
 
 
 def test_a_pass_that_replayed_every_call_claims_the_graph_and_changes_no_pixel(webui, pristine):
