@@ -280,8 +280,10 @@ class CudaGraphConfig:
     bit-identical to eager with the same backend). Memory: the cached graphs keep about one extra
     UNet call's working memory (shared by all of them) until released; the first step at each new
     shape or batch pays a capture (a few eager calls). Where a graph could be wrong it is not used
-    and the step runs eagerly, with a note: LoRA/extra networks or hypernetworks loaded, random
-    ToMe, another extension hooking the UNet, no CUDA device.
+    and the step runs eagerly, with a note: the Lora built-in computing networks on every call
+    (lora_functional), hypernetworks, random ToMe, another extension hooking the UNet, no CUDA
+    device, a capture that failed. LoRAs are merged into the layers before the pass (as the
+    built-in's wrappers would on their first call), so the graph replays with them.
     """
 
     enabled: bool = False
@@ -292,11 +294,13 @@ class CudaGraphConfig:
 
 @dataclass(frozen=True)
 class LeanStepConfig:
-    """Bypass the WebUI's built-in Lora per-layer forward wrappers while no LoRA or other network
-    is loaded (they only check for networks on every Linear/Conv2d/GroupNorm/LayerNorm call).
+    """Bypass the WebUI's built-in Lora per-layer forward wrappers during sampling (they check
+    the loaded networks on every Linear/Conv2d/GroupNorm/LayerNorm call). LoRAs are merged into
+    the layers before the pass, as the wrappers would do on their first call.
 
-    Cost: none (bit-identical); saves host time per step (about 1 ms of a 30 ms eager 512² step,
-    nothing once the UNet is graphed). Stays off for a sampling pass that has networks loaded.
+    Cost: none (bit-identical, with or without a LoRA); saves host time per step (about 1 ms of
+    a 30 ms eager 512² step, nothing once the UNet is graphed). Stays off while the built-in
+    computes networks on every call (Settings: lora_functional).
     """
 
     enabled: bool = False
