@@ -84,6 +84,7 @@ LEAN = [True, "keep", "off", 0.75, 0.0, 0.0, 1, 2, 2, False, -1, False, False, T
 GRAPH = [True, "keep", "off", 0.75, 0.0, 0.0, 1, 2, 2, False, -1, False, True, False]
 PROBE = {FAULTS: {"args": [-1, "probe"]}}
 TINY_LORA = "speedkit-tiny"
+TINY_LOHA = "speedkit-tiny-loha"
 
 
 def params_of(response: dict) -> dict:
@@ -104,4 +105,24 @@ def write_tiny_lora(server) -> None:
     folder = server.data_dir / "models" / "Lora"
     folder.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(folder / f"{TINY_LORA}.safetensors"))
+    http_json(server.url + "/sdapi/v1/refresh-loras", {})
+
+
+def write_tiny_loha(server) -> None:
+    """A LyCORIS LoHa file for the same layer (the built-in's network_hada type)."""
+    import torch
+    from safetensors.torch import save_file
+
+    generator = torch.Generator().manual_seed(6)
+    prefix = "lora_unet_time_embed_0"
+    tensors = {
+        f"{prefix}.hada_w1_a": 0.5 * torch.randn(128, 4, generator=generator),
+        f"{prefix}.hada_w1_b": 0.5 * torch.randn(4, 32, generator=generator),
+        f"{prefix}.hada_w2_a": 0.5 * torch.randn(128, 4, generator=generator),
+        f"{prefix}.hada_w2_b": 0.5 * torch.randn(4, 32, generator=generator),
+        f"{prefix}.alpha": torch.tensor(4.0),
+    }
+    folder = server.data_dir / "models" / "Lora"
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(folder / f"{TINY_LOHA}.safetensors"))
     http_json(server.url + "/sdapi/v1/refresh-loras", {})

@@ -2,16 +2,20 @@
 extension's "cpu-graphs": a capture freezes the call as a graph does, a replay runs only that).
 
 The infotext claims the graph only for the calls that replayed; a failed capture costs one eager
-call and says why; graphs outlive generations without the switch; LoRAs run through the graph
-with their weights merged, bit-identical to the WebUI without Speedkit.
+call and says why; graphs outlive generations without the switch; LoRAs and LyCORIS LoHa run
+through the graph with their weights merged, bit-identical to the WebUI without Speedkit; with the
+built-in computing networks on every call (lora_functional) the graph steps aside and says why.
 """
 
 from __future__ import annotations
 
+import pytest
+from harness import http_json
 from helpers import (
     BASE_REQUEST,
     GRAPH,
     STEPS,
+    TINY_LOHA,
     TINY_LORA,
     assert_restored,
     cpu_graphs,
@@ -21,6 +25,7 @@ from helpers import (
     speedkit,
     status,
     txt2img,
+    write_tiny_loha,
     write_tiny_lora,
 )
 
@@ -68,9 +73,14 @@ def test_switching_speedkit_off_and_on_again_keeps_the_graphs(webui, pristine):
     assert passes[0]["cuda_graph"]["captures"] == 0 and passes[0]["cuda_graph"]["replays"] == STEPS
 
 
-def test_a_lora_runs_through_the_graph_bit_identical_to_the_webui_without_speedkit(webui, pristine):
-    write_tiny_lora(webui)
-    lora_prompt = BASE_REQUEST["prompt"] + f" <lora:{TINY_LORA}:1>"
+NETWORKS = {"LoRA": (write_tiny_lora, TINY_LORA), "LyCORIS LoHa": (write_tiny_loha, TINY_LOHA)}
+
+
+@pytest.mark.parametrize("kind", list(NETWORKS))
+def test_a_network_runs_through_the_graph_bit_identical_to_the_webui_without_speedkit(webui, pristine, kind):
+    write, name = NETWORKS[kind]
+    write(webui)
+    lora_prompt = BASE_REQUEST["prompt"] + f" <lora:{name}:1>"
     stock_with_lora = pixels(txt2img(webui, prompt=lora_prompt))
     assert stock_with_lora != pristine["pixels"]
     response = txt2img(webui, {**speedkit(*LOSSLESS), **cpu_graphs()}, prompt=lora_prompt)
@@ -82,3 +92,18 @@ def test_a_lora_runs_through_the_graph_bit_identical_to_the_webui_without_speedk
     assert str(params_of(after)["Speedkit CUDA graph"]) == "True"
     assert pixels(after) == pristine["pixels"]
     assert_restored(webui, pristine)
+
+
+def test_with_lora_functional_the_graph_steps_aside_and_says_why(webui, pristine):
+    write_tiny_lora(webui)
+    lora_prompt = BASE_REQUEST["prompt"] + f" <lora:{TINY_LORA}:1>"
+    http_json(webui.url + "/sdapi/v1/options", {"lora_functional": True})
+    try:
+        stock_with_lora = pixels(txt2img(webui, prompt=lora_prompt))
+        response = txt2img(webui, {**speedkit(*GRAPH), **cpu_graphs()}, prompt=lora_prompt)
+    finally:
+        http_json(webui.url + "/sdapi/v1/options", {"lora_functional": False})
+    params = params_of(response)
+    assert "Speedkit CUDA graph" not in params
+    assert "lora_functional" in params["Speedkit note"]
+    assert pixels(response) == stock_with_lora
