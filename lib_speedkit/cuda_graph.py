@@ -22,8 +22,10 @@ Cost: lossless — a replay runs the very kernels eager mode ran at capture time
 bit-identical to eager with the same backend (measured on the GPU by benchmarks/unet_step.py).
 Memory: the graphs of one cache share one memory pool, so they hold about the working memory of
 the largest captured call (at 512² batch 2 fp16 SD1.5 a few hundred MB), plus static input and
-output buffers per graph; `max_graphs` bounds the count; `release()` frees all. Time: a capture
-costs a few eager calls once per key.
+output buffers per graph; `max_graphs` bounds the count; `release()` frees all. After a capture
+fails, later captures go to a new pool (the failed one cannot be shared), so the graphs kept from
+before hold one more call's working memory until released. Time: a capture costs a few eager
+calls once per key.
 """
 
 from __future__ import annotations
@@ -303,7 +305,8 @@ def _autocast_without_cache():
 
 
 class CudaCapturer:
-    """Captures with torch.cuda.CUDAGraph; all graphs share one memory pool."""
+    """Captures with torch.cuda.CUDAGraph; the graphs share one memory pool (a new one after a
+    failed capture or a release)."""
 
     device_type = "cuda"
 
