@@ -155,11 +155,11 @@ def module_fingerprint(module: torch.nn.Module) -> Fingerprint:
     (address, shape, strides, dtype) and every submodule's class, forward function and hooks.
 
     The root's own hooks are left out: they run eagerly around every call, graph or not.
-    Computed once per sampling pass (about 3 ms for an SD1.5 UNet on a laptop-class CPU core), not
-    per call. Weights changed
-    in place (same storage) need no new graph: a replay reads the current values. Python state
-    read inside a forward (a flag an extension flips) is NOT seen: hosts must key on it or keep
-    such modules out of graphs (see `instance_forwards`).
+    Computed once per sampling pass (about 4 ms for an SD1.5 UNet on one server CPU core,
+    benchmarks/graph_fallback_overhead.py), not per call. Weights changed in place (same storage)
+    need no new graph: a replay reads the current values. Python state read inside a forward (a
+    flag an extension flips) is NOT seen: hosts must key on it or keep such modules out of graphs
+    (see `instance_forwards`).
     """
     refs: list[object] = []
     class_keys: dict[type, int] = {}
@@ -428,6 +428,7 @@ class GraphCache:
         self.max_bytes = max_bytes
         self.graphs: OrderedDict[Hashable, CapturedCall] = OrderedDict()
         self.failed: dict[Hashable, str] = {}
+        self.last_failure: str | None = None  # the reason of the newest failed capture
         self.stats = GraphStats()
 
     def __len__(self) -> int:
@@ -498,8 +499,9 @@ class GraphCache:
 
     def _failed(self, key: Hashable, error: BaseException) -> None:
         out_of_memory = isinstance(error, OUT_OF_MEMORY)
-        self.failed[key] = "out of memory while capturing" if out_of_memory else _short_reason(error)
-        self.stats.capture_failures[_key_text(key)] = self.failed[key]
+        reason = "out of memory while capturing" if out_of_memory else _short_reason(error)
+        self.failed[key] = self.last_failure = reason
+        self.stats.capture_failures[_key_text(key)] = reason
         self.stats.failed_captures += 1
         if out_of_memory:
             self.release()  # give the memory back to eager mode
@@ -556,8 +558,9 @@ class GraphedForward:
         failures = self.cache.stats.failed_captures
         output = self.cache.call(self.eager_forward, self.context_key(), args, kwargs)
         if self.cache.stats.failed_captures > failures:
-            reason = list(self.cache.stats.capture_failures.values())[-1]
-            self.gave_up = f"capture failed earlier in this pass: {reason}"
+            # not capture_failures' last value: it is keyed by shapes, and a key text seen before
+            # keeps its old place in the dict
+            self.gave_up = f"capture failed earlier in this pass: {self.cache.last_failure}"
         return output
 
 

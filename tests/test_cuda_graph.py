@@ -124,6 +124,25 @@ def test_a_failed_capture_runs_eagerly_and_is_not_retried(unet):
     assert reasons[1].startswith("capture failed earlier in this pass:")  # no key work any more
 
 
+class NumberedFailures(StandInCapturer):
+    """Every capture fails, each with its own message."""
+
+    def capture(self, forward, args, kwargs):
+        self.attempts += 1
+        raise RuntimeError(f"failure {self.attempts}")
+
+
+def test_a_pass_that_steps_aside_names_its_own_failure_not_an_earlier_one(unet):
+    cache = GraphCache(NumberedFailures())
+    with apply_cuda_graph(unet, cache, "first pass"):
+        call(unet, batch=2)  # failure 1, shapes of batch 2
+    with apply_cuda_graph(unet, cache, "second pass"):
+        call(unet, batch=1)  # failure 2, other shapes
+    with apply_cuda_graph(unet, cache, "third pass"):
+        call(unet, batch=2)  # failure 3: the shapes of failure 1, in another context
+        assert graphed_forward_of(unet).gave_up.endswith("RuntimeError: failure 3")
+
+
 def test_out_of_memory_while_capturing_frees_every_graph_tries_once_more_then_runs_eagerly(unet):
     capturer = StandInCapturer(fail_with=torch.OutOfMemoryError("CUDA out of memory"))
     cache = GraphCache(capturer)
