@@ -126,7 +126,9 @@ def write_checkpoint(root: Path, a1111: Path) -> Path:
     return path
 
 
-def build(root: Path, a1111: Path) -> Path:
+def prepare_build(root: Path, a1111: Path) -> None:
+    """An offline HF cache under `root` (CLIP's tokenizer and config) and ldm importable: what
+    building a checkpoint needs first."""
     # Before anything imports huggingface_hub: it reads these once, at import.
     os.environ["HF_HOME"] = str(root / "hf")
     os.environ["HF_HUB_OFFLINE"] = "1"
@@ -134,6 +136,10 @@ def build(root: Path, a1111: Path) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     harness.write_hf_cache(root / "hf")
     sys.path.insert(0, str(a1111 / "repositories" / "stable-diffusion-stability-ai"))
+
+
+def build(root: Path, a1111: Path) -> Path:
+    prepare_build(root, a1111)
     return write_checkpoint(root, a1111)
 
 

@@ -36,7 +36,6 @@ import base64
 import io
 import json
 import math
-import os
 import statistics
 import sys
 import time
@@ -241,12 +240,7 @@ def write_lora(root: Path, checkpoint: Path) -> None:
 
 
 def build(root: Path, a1111: Path, model: str, shrink: bool) -> None:
-    os.environ["HF_HOME"] = str(root / "hf")
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    os.environ["TRANSFORMERS_OFFLINE"] = "1"
-    root.mkdir(parents=True, exist_ok=True)
-    harness.write_hf_cache(root / "hf")
-    sys.path.insert(0, str(a1111 / "repositories" / "stable-diffusion-stability-ai"))
+    asuka.prepare_build(root, a1111)
     if model == "sdxl":
         checkpoint = write_sdxl_checkpoint(root, a1111, shrink)
         write_sdxl_preview_model(root)
@@ -296,15 +290,27 @@ def hires_request(workload_overrides: dict, speedkit) -> dict:
     return {**request, **workload_overrides}
 
 
-def txt2img(server: Server, overrides: dict, speedkit, runs: int, warmup: int, label: str) -> dict:
-    """Hires fix through the WebUI's own API: whole-request seconds as a user waits for them."""
-    from PIL import Image
-
-    from lib_speedkit.bench.imagediff import image_digest
+def asuka_prompts() -> dict:
+    """The Asuka preset's prompt pair as /sdapi/v1/txt2img fields."""
     from lib_speedkit.bench.presets import get_preset
 
     preset = get_preset("Asuka test")
-    request = hires_request({"prompt": preset.prompt, "negative_prompt": preset.negative_prompt, **overrides}, speedkit)
+    return {"prompt": preset.prompt, "negative_prompt": preset.negative_prompt}
+
+
+def image_and_params(answer: dict) -> tuple:
+    """A /sdapi/v1/txt2img answer's first image (RGB) and its extra generation params."""
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(base64.b64decode(answer["images"][0]))).convert("RGB")
+    return image, json.loads(answer["info"])["extra_generation_params"]
+
+
+def txt2img(server: Server, overrides: dict, speedkit, runs: int, warmup: int, label: str) -> dict:
+    """Hires fix through the WebUI's own API: whole-request seconds as a user waits for them."""
+    from lib_speedkit.bench.imagediff import image_digest
+
+    request = hires_request({**asuka_prompts(), **overrides}, speedkit)
     measured = {"seconds": [], "digests": [], "claims": []}
     for index in range(warmup + runs):
         started = time.perf_counter()
@@ -312,8 +318,7 @@ def txt2img(server: Server, overrides: dict, speedkit, runs: int, warmup: int, l
         seconds = time.perf_counter() - started
         if index < warmup:
             continue
-        image = Image.open(io.BytesIO(base64.b64decode(answer["images"][0])))
-        params = json.loads(answer["info"])["extra_generation_params"]
+        image, params = image_and_params(answer)
         measured["seconds"].append(seconds)
         measured["digests"].append(image_digest(image))
         measured["claims"].append({k: v for k, v in params.items() if k.startswith("Speedkit")})
@@ -330,18 +335,13 @@ def txt2img_fields(overrides: dict) -> dict:
 def sample_images(server: Server, workload: Workload, overrides: dict, folder: Path) -> dict:
     """One image per configuration through /sdapi/v1/txt2img, saved, and how far lossless is from
     stock (a digest match means nothing if the image is flat: its pixel spread is reported too)."""
-    from PIL import Image
-
     from lib_speedkit.bench.imagediff import compare, to_array
-    from lib_speedkit.bench.presets import get_preset
 
-    preset = get_preset("Asuka test")
-    fields = {"prompt": preset.prompt, "negative_prompt": preset.negative_prompt}
-    fields.update(overrides if workload.hires else txt2img_fields(overrides))
+    fields = {**asuka_prompts(), **(overrides if workload.hires else txt2img_fields(overrides))}
     images = {}
     for name, speedkit in (("stock", STOCK), ("lossless", FAST)):
         answer = harness.http_json(server.url + "/sdapi/v1/txt2img", hires_request(fields, speedkit), timeout=3000)
-        images[name] = Image.open(io.BytesIO(base64.b64decode(answer["images"][0]))).convert("RGB")
+        images[name], _params = image_and_params(answer)
         folder.mkdir(parents=True, exist_ok=True)
         slug = "".join(c if c.isalnum() else "-" for c in workload.name.encode("ascii", "ignore").decode())
         images[name].save(folder / f"{slug}-{name}.png")
@@ -354,10 +354,8 @@ def sample_images(server: Server, workload: Workload, overrides: dict, folder: P
 def measure(server: Server, workload: Workload, runs: int) -> dict:
     """Steady state for stock and lossless, then both alternating; every run's image digest."""
     overrides = dict(workload.overrides)
-    if overrides.get("prompt") == "LORA":
-        from lib_speedkit.bench.presets import get_preset
-
-        overrides["prompt"] = f"{LORA_PROMPT_TAG} {get_preset('Asuka test').prompt}"
+    if workload.lora:
+        overrides["prompt"] = f"{LORA_PROMPT_TAG} {asuka_prompts()['prompt']}"
     one = txt2img if workload.hires else bench
     if workload.hook:
         harness.http_json(server.url + "/speedkit-bench/cpu-copy", {"on": True})
