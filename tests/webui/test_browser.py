@@ -193,12 +193,16 @@ def open_speedkit_tab(page) -> None:
     page.locator("#speedkit_bench_run").wait_for()
 
 
+def one_short_run(page, size: int) -> None:
+    """The tab's bench settings for a quick CPU run: 2 steps at size², one timed run, no warm-up."""
+    settings = {"steps": 2, "width": size, "height": size, "runs": 1, "warmup": 0}
+    for name, value in settings.items():
+        set_number(page, f"speedkit_bench_{name}", value)
+
+
 def test_the_result_card_answers_how_fast_compared_with_the_community(webui, page):
     open_speedkit_tab(page)
-    for elem_id, value in (("speedkit_bench_steps", 2), ("speedkit_bench_width", 512), ("speedkit_bench_height", 512)):
-        set_number(page, elem_id, value)
-    set_number(page, "speedkit_bench_runs", 1)
-    set_number(page, "speedkit_bench_warmup", 0)
+    one_short_run(page, size=512)
     page.locator("#speedkit_bench_label textarea").fill("browser")
     choose(page, "speedkit_bench_compare_with", "NVIDIA GeForce RTX 4090")
     page.locator("#speedkit_bench_run").click()
@@ -217,10 +221,7 @@ def test_the_result_card_answers_how_fast_compared_with_the_community(webui, pag
 
 def test_compare_switches_draws_speedup_bars_and_shows_the_largest_image_difference(webui, page):
     open_speedkit_tab(page)
-    for elem_id, value in (("speedkit_bench_steps", 2), ("speedkit_bench_width", 64), ("speedkit_bench_height", 64)):
-        set_number(page, elem_id, value)
-    set_number(page, "speedkit_bench_runs", 1)
-    set_number(page, "speedkit_bench_warmup", 0)
+    one_short_run(page, size=64)
     page.locator("#speedkit_bench_compare").click()
     chart = page.locator("#speedkit_bench_result .speedkit_card").filter(has_text="Speedup over the baseline")
     chart.wait_for(timeout=GENERATION_TIMEOUT_MS)
