@@ -36,12 +36,6 @@ HINT_CONVS = [(3, 16, 1), (16, 16, 1), (16, 32, 2), (32, 32, 1), (32, 96, 2), (9
 ENCODER_PREFIXES = ("time_embed.", "input_blocks.", "middle_block.")
 
 
-def model_yaml(clip_dir: Path) -> dict:
-    config = harness.tiny_model_yaml(clip_dir)
-    config["model"]["params"]["unet_config"]["params"].update(SD15_UNET)
-    return config
-
-
 def encoder_channels() -> list[int]:
     """Output channels of the UNet's 12 input blocks (what each zero conv sees)."""
     channels = [SD15_UNET["model_channels"]]
@@ -82,26 +76,14 @@ def control_state_dict(unet_state: dict, seed: int) -> dict:
 
 
 def build(out: Path) -> None:
-    import torch
-    from omegaconf import OmegaConf
-    from safetensors.torch import save_file
-
-    sys.path.insert(0, str(harness.REPO_ROOT))
-    from lib_speedkit.bench.models import rerandomise
+    from safetensors.torch import load_file, save_file
 
     out.mkdir(parents=True, exist_ok=True)
-    clip_dir = out / "tiny-clip"
-    harness.write_clip_tokenizer(clip_dir)
-    harness.clip_config(harness.TINY_CLIP_TEXT).to_json_file(str(clip_dir / "config.json"))
-    OmegaConf.save(model_yaml(clip_dir), out / f"{CHECKPOINT}.yaml")
-
-    torch.manual_seed(harness.SEED)
-    model = harness.instantiate_with_random_text_encoder(OmegaConf.create(model_yaml(clip_dir)).model)
-    rerandomise(model.model.diffusion_model, harness.SEED)
-    harness.give_text_encoder_an_offset(model.cond_stage_model, harness.SEED)
-    state = {name: tensor.detach().half().contiguous() for name, tensor in model.state_dict().items()}
-    save_file(state, str(out / f"{CHECKPOINT}.safetensors"), metadata={"speedkit": "ControlNet test model"})
-    unet = {k[len("model.diffusion_model.") :]: v.float() for k, v in state.items() if ".diffusion_model." in k}
+    checkpoint = harness.write_tiny_checkpoint(
+        out, name=CHECKPOINT, unet=SD15_UNET, half=True, description="ControlNet test model"
+    )
+    prefix = "model.diffusion_model."
+    unet = {k[len(prefix) :]: v.float() for k, v in load_file(str(checkpoint)).items() if k.startswith(prefix)}
     control = {k: v.half() for k, v in control_state_dict(unet, harness.SEED + 7).items()}
     save_file(control, str(out / f"{CONTROL_MODEL}.safetensors"), metadata={"speedkit": "random ControlNet"})
     (out / "ASSETS_VERSION").write_text(ASSETS_VERSION + "\n")

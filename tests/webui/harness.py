@@ -271,8 +271,9 @@ def write_hf_cache(hf_home: Path) -> None:
     (hf_home / "hub" / "version.txt").write_text("1")
 
 
-def tiny_model_yaml(clip_dir: Path) -> dict:
-    """configs/v1-inference.yaml with a shrunk UNet, VAE and text encoder."""
+def tiny_model_yaml(clip_dir: Path, unet: dict | None = None) -> dict:
+    """configs/v1-inference.yaml with a shrunk UNet (`unet` overrides its parameters), VAE and text
+    encoder."""
     return {
         "model": {
             "target": "ldm.models.diffusion.ddpm.LatentDiffusion",
@@ -302,6 +303,7 @@ def tiny_model_yaml(clip_dir: Path) -> dict:
                         "use_checkpoint": False,
                         "legacy": False,
                         **TINY_UNET,
+                        **(unet or {}),
                     },
                 },
                 "first_stage_config": {
@@ -351,10 +353,20 @@ def instantiate_with_random_text_encoder(model_config):
         encoders.CLIPTextModel = original
 
 
-def write_tiny_checkpoint(root: Path, final_root: Path | None = None) -> Path:
-    """tiny-sd1.safetensors + tiny-sd1.yaml + tiny-clip/ under `root`; returns the checkpoint path.
+def write_tiny_checkpoint(
+    root: Path,
+    final_root: Path | None = None,
+    *,
+    name: str = CHECKPOINT_NAME,
+    unet: dict | None = None,
+    half: bool = False,
+    description: str = f"tiny random SD1 for tests, assets v{ASSETS_VERSION}",
+) -> Path:
+    """<name>.safetensors + <name>.yaml + tiny-clip/ under `root`; returns the checkpoint path.
 
     The yaml names tiny-clip/ by absolute path; `final_root` is where `root` will be moved to.
+    `unet` overrides the tiny UNet's parameters; `half` stores fp16; `description` is the file's
+    only metadata.
     """
     import torch
     from omegaconf import OmegaConf
@@ -367,8 +379,8 @@ def write_tiny_checkpoint(root: Path, final_root: Path | None = None) -> Path:
     write_clip_tokenizer(clip_dir)
     clip_config(TINY_CLIP_TEXT).to_json_file(str(clip_dir / "config.json"))
 
-    config = OmegaConf.create(tiny_model_yaml(clip_dir))
-    OmegaConf.save(tiny_model_yaml((final_root or root) / clip_dir.name), root / f"{CHECKPOINT_NAME}.yaml")
+    config = OmegaConf.create(tiny_model_yaml(clip_dir, unet))
+    OmegaConf.save(tiny_model_yaml((final_root or root) / clip_dir.name, unet), root / f"{name}.yaml")
 
     torch.manual_seed(SEED)
     model = instantiate_with_random_text_encoder(config.model)
@@ -378,10 +390,13 @@ def write_tiny_checkpoint(root: Path, final_root: Path | None = None) -> Path:
     give_text_encoder_an_offset(model.cond_stage_model, SEED)
     check_text_encoder_mean(model.cond_stage_model)
 
-    state = {name: tensor.detach().clone().contiguous() for name, tensor in model.state_dict().items()}
-    path = root / f"{CHECKPOINT_NAME}.safetensors"
+    state = {
+        key: (tensor.detach().half() if half else tensor.detach().clone()).contiguous()
+        for key, tensor in model.state_dict().items()
+    }
+    path = root / f"{name}.safetensors"
     # One metadata key only: safetensors writes several keys in random order, changing the sha256.
-    save_file(state, str(path), metadata={"speedkit": f"tiny random SD1 for tests, assets v{ASSETS_VERSION}"})
+    save_file(state, str(path), metadata={"speedkit": description})
     return path
 
 

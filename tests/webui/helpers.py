@@ -91,10 +91,19 @@ def params_of(response: dict) -> dict:
     return json.loads(response["info"])["extra_generation_params"]
 
 
+def save_network(server, name: str, tensors: dict) -> None:
+    """A network file in the server's Lora folder, listed by the built-in."""
+    from safetensors.torch import save_file
+
+    folder = server.data_dir / "models" / "Lora"
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(folder / f"{name}.safetensors"))
+    http_json(server.url + "/sdapi/v1/refresh-loras", {})
+
+
 def write_tiny_lora(server) -> None:
     """A real LoRA file for the tiny model's time_embed.0 (Linear 32 -> 128), loadable by the Lora built-in."""
     import torch
-    from safetensors.torch import save_file
 
     generator = torch.Generator().manual_seed(5)
     tensors = {
@@ -102,16 +111,12 @@ def write_tiny_lora(server) -> None:
         "lora_unet_time_embed_0.lora_up.weight": torch.randn(128, 4, generator=generator),
         "lora_unet_time_embed_0.alpha": torch.tensor(4.0),
     }
-    folder = server.data_dir / "models" / "Lora"
-    folder.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(folder / f"{TINY_LORA}.safetensors"))
-    http_json(server.url + "/sdapi/v1/refresh-loras", {})
+    save_network(server, TINY_LORA, tensors)
 
 
 def write_tiny_loha(server) -> None:
     """A LyCORIS LoHa file for the same layer (the built-in's network_hada type)."""
     import torch
-    from safetensors.torch import save_file
 
     generator = torch.Generator().manual_seed(6)
     prefix = "lora_unet_time_embed_0"
@@ -122,7 +127,4 @@ def write_tiny_loha(server) -> None:
         f"{prefix}.hada_w2_b": 0.5 * torch.randn(4, 32, generator=generator),
         f"{prefix}.alpha": torch.tensor(4.0),
     }
-    folder = server.data_dir / "models" / "Lora"
-    folder.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(folder / f"{TINY_LOHA}.safetensors"))
-    http_json(server.url + "/sdapi/v1/refresh-loras", {})
+    save_network(server, TINY_LOHA, tensors)
