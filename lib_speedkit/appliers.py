@@ -1,8 +1,8 @@
 """The appliers a host gives the engine (apply.py), built from a few host callables.
 
 A host (the WebUI) describes itself as `HostHooks`: how it names and switches attention
-backends, whether the cutoff, the graph and the lean step
-may run for this generation or pass and what their host part is. `host_appliers(hooks)` turns
+backends, whether the cutoff, the graph, the lean step and DeepCache may run for this generation
+or pass and what their host part is. `host_appliers(hooks)` turns
 that into the engine's appliers. The WebUI builds its hooks from `modules.*`; the CPU tests build
 them from stand-ins. Either way the same code applies the plan, so the exact-undo tests cover
 the path the WebUI takes.
@@ -17,6 +17,7 @@ import torch
 
 from .apply import Applier, replaced_forwards_reason
 from .cuda_graph import GraphCache, apply_cuda_graph, graph_support
+from .deepcache import StepClock, apply_deepcache
 from .errors import BackendUnavailable, FeatureSkipped, SpeedkitError
 from .memory_format import apply_channels_last
 from .plan import GuidanceCutoffConfig, SpeedPlan
@@ -51,6 +52,9 @@ class HostHooks:
     wrapped_forwards: Callable[[], Iterable[WrappedForward]]
     # what a graphed pass needs changed around the UNet first (e.g. no CPU copy in it)
     graph_prepare: Callable[[], Undo] = lambda: Undo.nothing("nothing to prepare")
+    # DeepCache: why this pass must run the UNet's own forward, and the step of each UNet call
+    deepcache_blocker: Callable[[], str | None] = lambda: None
+    deepcache_clock: StepClock | None = None
 
 
 def attention_by_title(hooks: HostHooks) -> Applier:
@@ -139,6 +143,17 @@ def lean_step(hooks: HostHooks) -> Applier:
     return apply
 
 
+def deepcache(hooks: HostHooks) -> Applier:
+    def apply(unet: torch.nn.Module, plan: SpeedPlan) -> Undo:
+        if plan.deepcache.caches:
+            reason = hooks.deepcache_blocker()
+            if reason is not None:
+                raise FeatureSkipped(f"DeepCache not used for this pass: {reason}")
+        return apply_deepcache(unet, plan.deepcache, hooks.deepcache_clock)
+
+    return apply
+
+
 def host_appliers(hooks: HostHooks) -> dict[str, Applier]:
     """The engine's appliers for a host described by `hooks`."""
     return {
@@ -148,4 +163,5 @@ def host_appliers(hooks: HostHooks) -> dict[str, Applier]:
         "cutoff": cutoff(hooks),
         "cuda_graph": cuda_graph(hooks),
         "lean_step": lean_step(hooks),
+        "deepcache": deepcache(hooks),
     }

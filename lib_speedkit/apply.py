@@ -7,9 +7,10 @@ through its CFG denoiser, the lean step around its Lora built-in, graphs keyed o
 Whatever the appliers, the engine owns the order, the undo and the rollback:
 
   * generation features (`channels_last`, `attention`, `tome`, `cutoff`) are applied once, by
-    `apply_plan`; pass features (`cuda_graph`, `lean_step`) for one sampling pass at a time, by
-    `AppliedPlan.begin_pass` / `end_pass` (whether they can run depends on that pass: its LoRAs,
-    its shape);
+    `apply_plan`; pass features (`cuda_graph`, `lean_step`, `deepcache`) for one sampling pass at
+    a time, by `AppliedPlan.begin_pass` / `end_pass` (whether they can run depends on that pass:
+    its LoRAs, its shape, hires or not), and taken off in reverse order (DeepCache rides on the
+    graph's forward);
   * an applier that cannot apply its feature *here* raises FeatureSkipped(reason): the feature is
     left out, the reason is kept in `AppliedPlan.skipped`, and the rest of the plan applies;
   * any other error undoes everything applied so far, then propagates: a failed apply leaves
@@ -28,6 +29,7 @@ import torch
 
 from .attention import active_backend, apply_attention
 from .cuda_graph import GraphCache, apply_cuda_graph, graph_support, instance_forwards, module_fingerprint
+from .deepcache import StepClock, apply_deepcache
 from .errors import FeatureSkipped
 from .guidance import CutoffPolicy
 from .memory_format import apply_channels_last
@@ -36,7 +38,7 @@ from .tome import apply_tome, tome_settings_key
 from .undo import SLOTS, Undo, UndoStack
 
 GENERATION_FEATURES = ("channels_last", "attention", "tome", "cutoff")
-PASS_FEATURES = ("cuda_graph", "lean_step")
+PASS_FEATURES = ("cuda_graph", "lean_step", "deepcache")
 FEATURES = GENERATION_FEATURES + PASS_FEATURES
 
 Applier = Callable[[torch.nn.Module, SpeedPlan], Undo]
@@ -92,13 +94,15 @@ class AppliedPlan(Undo):
                 raise
             self.applied.add(feature)
 
-    def begin_pass(self) -> None:
-        """Apply the pass features for the sampling pass about to run (ending the previous one)."""
-        self.apply(PASS_FEATURES)
+    def begin_pass(self, plan: SpeedPlan | None = None) -> None:
+        """Apply the pass features for the sampling pass about to run (ending the previous one);
+        `plan`: this pass's settings (the hires pass's), default the applied plan."""
+        self.end_pass()
+        self.apply(PASS_FEATURES, plan)
 
     def end_pass(self) -> None:
         """Undo the pass features: nothing of a pass outlives it (decoding, nested generations)."""
-        for feature in PASS_FEATURES:
+        for feature in reversed(PASS_FEATURES):
             self.stack.drop(feature)
             self.applied.discard(feature)
 
@@ -161,9 +165,12 @@ def code_name(function: object) -> str:
     return f"{getattr(code, '__module__', '?')}.{code.__qualname__}"
 
 
-def library_appliers(compute_dtype: torch.dtype | None = None, graphs: GraphCache | None = None) -> dict[str, Applier]:
+def library_appliers(
+    compute_dtype: torch.dtype | None = None, graphs: GraphCache | None = None, clock: StepClock | None = None
+) -> dict[str, Applier]:
     """Appliers that patch an ldm/sgm UNet directly (no host). `graphs`: the cache CUDA graphs
-    go to (default: a new one for this plan)."""
+    go to (default: a new one for this plan); `clock`: DeepCache's step of each UNet call
+    (default: every call is a step)."""
 
     def cuda_graph(unet: torch.nn.Module, _plan: SpeedPlan) -> Undo:
         cache = graphs if graphs is not None else GraphCache()
@@ -182,4 +189,5 @@ def library_appliers(compute_dtype: torch.dtype | None = None, graphs: GraphCach
         "cutoff": lambda unet, plan: Undo.nothing("cutoff: a policy the CFG denoiser reads"),
         "cuda_graph": cuda_graph,
         "lean_step": lean_step,
+        "deepcache": lambda unet, plan: apply_deepcache(unet, plan.deepcache, clock),
     }

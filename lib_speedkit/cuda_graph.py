@@ -229,8 +229,8 @@ def _instance_forward_identity(module: torch.nn.Module, refs: list[object]) -> H
     forward = module.__dict__.get("forward")
     if forward is None:
         return None
-    if isinstance(forward, GraphedForward):
-        return "speedkit-graph"
+    if isinstance(getattr(forward, "speedkit_wrapper", None), str):
+        return "speedkit"  # Speedkit's own (the graph, DeepCache on it): never another extension's state
     if is_class_forward(module, forward):
         return None
     return _by_identity(forward, refs)
@@ -255,9 +255,10 @@ def instance_forwards(module: torch.nn.Module) -> dict[str, object]:
 
 
 def _known_forward(module: torch.nn.Module, forward: object) -> bool:
-    """Speedkit's own graph wrapper, a re-bound class forward, or a Speedkit attention backend's
-    forward (a pure function of the backend, which graph keys name)."""
-    own = isinstance(forward, GraphedForward) or getattr(forward, "speedkit_backend", None) is not None
+    """Speedkit's own wrappers (the graph, DeepCache), a re-bound class forward, or a Speedkit
+    attention backend's forward (a pure function of the backend, which graph keys name)."""
+    wrapper = isinstance(getattr(forward, "speedkit_wrapper", None), str)
+    own = wrapper or getattr(forward, "speedkit_backend", None) is not None
     return own or is_class_forward(module, forward)
 
 
@@ -552,11 +553,19 @@ class GraphedForward:
         self.context_key = context_key
         self.gave_up: str | None = None
 
+    speedkit_wrapper = "speedkit-graph"
+
     def __call__(self, *args, **kwargs):
+        return self.route(self.eager_forward, None, args, kwargs)
+
+    def route(self, forward: Callable, tag: Hashable, args: tuple, kwargs: dict):
+        """Serve a call of `forward` (the module's own, or a part of it such as DeepCache's
+        shallow step: `tag` names it, None for the module's forward) through the cache."""
         if self.gave_up is not None:
-            return self.cache._eager(self.eager_forward, args, kwargs, self.gave_up)
+            return self.cache._eager(forward, args, kwargs, self.gave_up)
         failures = self.cache.stats.failed_captures
-        output = self.cache.call(self.eager_forward, self.context_key(), args, kwargs)
+        key = self.context_key() if tag is None else (self.context_key(), tag)
+        output = self.cache.call(forward, key, args, kwargs)
         if self.cache.stats.failed_captures > failures:
             # not capture_failures' last value: it is keyed by shapes, and a key text seen before
             # keeps its old place in the dict

@@ -18,6 +18,11 @@ Infotext keys (values as written by :func:`format_infotext`)::
     Speedkit channels-last: True
     Speedkit CUDA graph: True
     Speedkit lean step: True
+    Speedkit DeepCache: 3                   (a full UNet step every 3 steps)
+    Speedkit DeepCache branch: 1            (when not 0)
+    Speedkit DeepCache start: 2             (full steps at the start, when not 0)
+    Speedkit DeepCache end: 1               (full steps at the end, when not 0)
+    Speedkit DeepCache hr: 1                (the hires pass's interval, when it differs)
     Speedkit mode: Lossless                 (the speed mode the switches came from; none for Custom)
 """
 
@@ -47,6 +52,11 @@ TOME_MAX_RATIO = 0.75
 TOME_DOWNSAMPLES = (1, 2, 4, 8)
 TOME_MAX_STRIDE = 8
 TOME_MAX_SEED = 2**64 - 1
+DEEPCACHE_MAX_INTERVAL = 10
+DEEPCACHE_MAX_BRANCH = 11
+"""SD1/SD2 UNets have 12 skip connections (0-11), SDXL's 9 (0-8): a deeper branch than the
+loaded UNet has is left out for that generation, with a note."""
+DEEPCACHE_MAX_WINDOW = 1000
 """The largest seed torch's generators take (manual_seed refuses more)."""
 
 INFOTEXT_PREFIX = "Speedkit "
@@ -62,6 +72,11 @@ KEY_CHANNELS_LAST = "Speedkit channels-last"
 KEY_CUDA_GRAPH = "Speedkit CUDA graph"
 KEY_LEAN_STEP = "Speedkit lean step"
 KEY_MODE = "Speedkit mode"
+KEY_DEEPCACHE = "Speedkit DeepCache"
+KEY_DEEPCACHE_BRANCH = "Speedkit DeepCache branch"
+KEY_DEEPCACHE_START = "Speedkit DeepCache start"
+KEY_DEEPCACHE_END = "Speedkit DeepCache end"
+KEY_DEEPCACHE_HR = "Speedkit DeepCache hr"
 INFOTEXT_FEATURES = {
     KEY_ATTENTION: "attention",
     KEY_CUTOFF: "cutoff",
@@ -75,6 +90,11 @@ INFOTEXT_FEATURES = {
     KEY_CUDA_GRAPH: "cuda_graph",
     KEY_LEAN_STEP: "lean_step",
     KEY_MODE: "mode",
+    KEY_DEEPCACHE: "deepcache",
+    KEY_DEEPCACHE_BRANCH: "deepcache",
+    KEY_DEEPCACHE_START: "deepcache",
+    KEY_DEEPCACHE_END: "deepcache",
+    KEY_DEEPCACHE_HR: "deepcache",
 }
 """Infotext key -> the SpeedPlan feature it records."""
 
@@ -310,6 +330,81 @@ class LeanStepConfig:
 
 
 @dataclass(frozen=True)
+class DeepCacheConfig:
+    """DeepCache: on most steps run only the UNet's shallow branch and reuse the deep features of
+    the last full step (Ma et al., "DeepCache", CVPR 2024).
+
+    `interval` N: a full UNet step every N steps, shallow ones between (1 = off). `branch`: the
+    skip connection whose deeper features are reused, 0 = the shallowest (the most reuse, the
+    fastest) up to 11 (SD1/SD2; SDXL has 0-8). `start` / `end`: steps at the start and at the end
+    of each sampling pass that always run fully (composition forms early, fine detail late).
+    `hr_interval`: N for the hires-fix pass (0 = the same as `interval`, 1 = no caching there).
+    Steps are the sampler's model evaluations (second-order samplers make two per step).
+
+    Cost: lossy. Shallow steps approximate the deep features by those of an earlier step; the
+    image drifts from the uncached one, more with a larger N and a deeper branch (PSNR against
+    stock per N in docs/BENCHMARKS.md). Memory: the cached deep features of one UNet call (a few
+    MB at 512², about 20 MB for SDXL at 1024²). With the CUDA graph, full and shallow steps are
+    two graphs per shape. Where another extension replaced the UNet's forward (ControlNet) it
+    steps aside for that pass, with a note.
+    """
+
+    interval: int = 1
+    branch: int = 0
+    start: int = 0
+    end: int = 0
+    hr_interval: int = 0
+
+    def __post_init__(self) -> None:
+        interval_range = f"an integer from 1 to {DEEPCACHE_MAX_INTERVAL} (1 = off)"
+        for name in ("interval", "hr_interval"):
+            low = 1 if name == "interval" else 0
+            allowed = interval_range if low else f"an integer from 0 to {DEEPCACHE_MAX_INTERVAL} (0 = same as interval)"
+            value = _integer(f"deepcache.{name}", getattr(self, name), allowed)
+            if not low <= value <= DEEPCACHE_MAX_INTERVAL:
+                raise PlanError(f"deepcache.{name}", getattr(self, name), allowed)
+            _set(self, name, value)
+        if self.hr_interval == self.interval:
+            _set(self, "hr_interval", 0)
+        if not self.enabled:
+            for name in ("branch", "start", "end", "hr_interval"):
+                _set(self, name, getattr(DeepCacheConfig, name))
+            return
+        self._validate_options()
+
+    def _validate_options(self) -> None:
+        bounds = {"branch": DEEPCACHE_MAX_BRANCH, "start": DEEPCACHE_MAX_WINDOW, "end": DEEPCACHE_MAX_WINDOW}
+        for name, high in bounds.items():
+            allowed = f"an integer from 0 to {high}"
+            value = _integer(f"deepcache.{name}", getattr(self, name), allowed)
+            if not 0 <= value <= high:
+                raise PlanError(f"deepcache.{name}", getattr(self, name), allowed)
+            _set(self, name, value)
+
+    @property
+    def enabled(self) -> bool:
+        return self.interval > 1 or self.hr_interval > 1
+
+    @property
+    def caches(self) -> bool:
+        """True when this pass's settings reuse features (a hires-only config does not, before hires)."""
+        return self.interval > 1
+
+    def for_hires_pass(self) -> DeepCacheConfig:
+        """The settings for the hires-fix pass (its own interval, the same branch and window)."""
+        return replace(self, interval=self.hr_interval or self.interval, hr_interval=0)
+
+    def full_step(self, step: int, total_steps: int | None) -> bool:
+        """True when model evaluation `step` (from 0) of `total_steps` (None: unknown) must run
+        the whole UNet: in the start or end window, or every `interval`-th step in between."""
+        if self.interval <= 1 or step < self.start:
+            return True
+        if total_steps is not None and step >= total_steps - self.end:
+            return True
+        return (step - self.start) % self.interval == 0
+
+
+@dataclass(frozen=True)
 class SpeedPlan:
     """Everything Speedkit changes for one generation. The default plan changes nothing."""
 
@@ -320,6 +415,7 @@ class SpeedPlan:
     cuda_graph: CudaGraphConfig = field(default_factory=CudaGraphConfig)
     lean_step: LeanStepConfig = field(default_factory=LeanStepConfig)
     mode: str = CUSTOM  # the speed mode these switches came from (a label: the switches are what applies)
+    deepcache: DeepCacheConfig = field(default_factory=DeepCacheConfig)
 
     def __post_init__(self) -> None:
         expected = {
@@ -329,6 +425,7 @@ class SpeedPlan:
             "channels_last": ChannelsLastConfig,
             "cuda_graph": CudaGraphConfig,
             "lean_step": LeanStepConfig,
+            "deepcache": DeepCacheConfig,
         }
         for name, kind in expected.items():
             if not isinstance(getattr(self, name), kind):
@@ -369,8 +466,24 @@ def format_infotext(plan: SpeedPlan) -> dict[str, str]:
         entries[KEY_CUDA_GRAPH] = "True"
     if plan.lean_step.enabled:
         entries[KEY_LEAN_STEP] = "True"
+    entries.update(_format_deepcache(plan.deepcache))
     if plan.mode != CUSTOM:
         entries[KEY_MODE] = plan.mode
+    return entries
+
+
+def _format_deepcache(deepcache: DeepCacheConfig) -> dict[str, str]:
+    if not deepcache.enabled:
+        return {}
+    entries = {KEY_DEEPCACHE: str(deepcache.interval)}
+    for key, value in (
+        (KEY_DEEPCACHE_BRANCH, deepcache.branch),
+        (KEY_DEEPCACHE_START, deepcache.start),
+        (KEY_DEEPCACHE_END, deepcache.end),
+        (KEY_DEEPCACHE_HR, deepcache.hr_interval),
+    ):
+        if value:
+            entries[key] = str(value)
     return entries
 
 
@@ -421,6 +534,7 @@ def parse_infotext(params: Mapping[str, object]) -> ParsedPlan:
         )
     }
     mode = _parse_part(problems, KEY_MODE, lambda: _parse_mode(text), CUSTOM)
+    deepcache = _parse_part(problems, KEY_DEEPCACHE, lambda: _parse_deepcache(text), DeepCacheConfig())
     plan = SpeedPlan(
         attention,
         cutoff,
@@ -429,6 +543,7 @@ def parse_infotext(params: Mapping[str, object]) -> ParsedPlan:
         cuda_graph=flags[CudaGraphConfig],
         lean_step=flags[LeanStepConfig],
         mode=mode,
+        deepcache=deepcache,
     )
     return ParsedPlan(plan, tuple(problems))
 
@@ -488,6 +603,22 @@ def _parse_tome(text: Mapping[str, str]) -> TokenMergingConfig:
     if KEY_TOME_SEED in text:
         options["seed"] = int(text[KEY_TOME_SEED])
     return replace(config, **options)
+
+
+def _parse_deepcache(text: Mapping[str, str]) -> DeepCacheConfig:
+    if KEY_DEEPCACHE not in text:
+        return DeepCacheConfig()
+    options = {
+        name: int(text[key])
+        for name, key in (
+            ("branch", KEY_DEEPCACHE_BRANCH),
+            ("start", KEY_DEEPCACHE_START),
+            ("end", KEY_DEEPCACHE_END),
+            ("hr_interval", KEY_DEEPCACHE_HR),
+        )
+        if key in text
+    }
+    return DeepCacheConfig(interval=int(text[KEY_DEEPCACHE]), **options)
 
 
 def _parse_bool(value: str) -> bool:

@@ -22,6 +22,9 @@ from .plan import (
     ATTENTION_CHOICES,
     CUTOFF_DEFAULT_VALUES,
     CUTOFF_MODES,
+    DEEPCACHE_MAX_BRANCH,
+    DEEPCACHE_MAX_INTERVAL,
+    DEEPCACHE_MAX_WINDOW,
     KEEP,
     TOME_DOWNSAMPLES,
     TOME_MAX_RATIO,
@@ -29,6 +32,7 @@ from .plan import (
     AttentionConfig,
     ChannelsLastConfig,
     CudaGraphConfig,
+    DeepCacheConfig,
     GuidanceCutoffConfig,
     LeanStepConfig,
     SpeedPlan,
@@ -238,13 +242,76 @@ SCRIPT_ARGS: tuple[ScriptArg, ...] = (
         axis="Mode",
         plan_field="mode",
     ),
+    ScriptArg(
+        "deepcache_interval",
+        int,
+        1,
+        "DeepCache: full UNet every N steps (1 = off)",
+        f"1–{DEEPCACHE_MAX_INTERVAL} (1 = off): a full UNet step every N steps, the shallow branch between",
+        "slider",
+        row="deepcache",
+        bounds=(1, DEEPCACHE_MAX_INTERVAL),
+        step=1,
+        info="lossy: reuses the deep features of the last full step",
+        axis="DeepCache interval",
+        plan_field="deepcache.interval",
+    ),
+    ScriptArg(
+        "deepcache_branch",
+        int,
+        0,
+        "DeepCache branch (0 = shallowest)",
+        f"0–{DEEPCACHE_MAX_BRANCH}: the skip connection below which features are reused (SDXL: 0–8)",
+        "slider",
+        row="deepcache",
+        bounds=(0, DEEPCACHE_MAX_BRANCH),
+        step=1,
+        axis="DeepCache branch",
+        plan_field="deepcache.branch",
+    ),
+    ScriptArg(
+        "deepcache_hr_interval",
+        int,
+        0,
+        "DeepCache N, hires pass (0 = same)",
+        f"0–{DEEPCACHE_MAX_INTERVAL} (0 = same as deepcache_interval, 1 = off in the hires pass)",
+        "slider",
+        row="deepcache",
+        bounds=(0, DEEPCACHE_MAX_INTERVAL),
+        step=1,
+        axis="DeepCache interval, hires pass",
+        plan_field="deepcache.hr_interval",
+    ),
+    ScriptArg(
+        "deepcache_start",
+        int,
+        0,
+        "DeepCache: full steps at the start",
+        f"0–{DEEPCACHE_MAX_WINDOW}: steps at the start of each pass that run the whole UNet",
+        "number",
+        row="deepcache window",
+        axis="DeepCache full steps at start",
+        plan_field="deepcache.start",
+    ),
+    ScriptArg(
+        "deepcache_end",
+        int,
+        0,
+        "DeepCache: full steps at the end",
+        f"0–{DEEPCACHE_MAX_WINDOW}: steps at the end of each pass that run the whole UNet",
+        "number",
+        row="deepcache window",
+        axis="DeepCache full steps at end",
+        plan_field="deepcache.end",
+    ),
 )
-MODE_INDEX = len(SCRIPT_ARGS) - 1
-"""The mode came last (API position 14): clients that send fewer values get `Custom`."""
+ARG_NAMES = tuple(arg.name for arg in SCRIPT_ARGS)
+MODE_INDEX = ARG_NAMES.index("mode")
+"""The mode's API position (14). Settings added later (DeepCache) come after it, so clients that
+send 15 values keep their meaning and clients that send fewer get `Custom` and the defaults."""
 ARGS_BY_NAME = {arg.name: arg for arg in SCRIPT_ARGS}
 MODE_SWITCHES = tuple(arg.name for arg in SCRIPT_ARGS if arg.name not in ("enabled", "mode"))
 """What a named mode decides (everything but the accordion itself and the mode)."""
-ARG_NAMES = tuple(ARGS_BY_NAME)
 DEFAULT_ARGS = tuple(arg.default for arg in SCRIPT_ARGS)
 _PLAN_FIELD_TO_ARG = {arg.plan_field: arg.name for arg in SCRIPT_ARGS if arg.plan_field}
 
@@ -358,6 +425,13 @@ def _build_plan(values: Mapping[str, object], image_seed: int | None) -> SpeedPl
         cuda_graph=CudaGraphConfig(values["cuda_graph"]),
         lean_step=LeanStepConfig(values["lean_step"]),
         mode=values["mode"],
+        deepcache=DeepCacheConfig(
+            interval=values["deepcache_interval"],
+            branch=values["deepcache_branch"],
+            start=values["deepcache_start"],
+            end=values["deepcache_end"],
+            hr_interval=values["deepcache_hr_interval"],
+        ),
     )
 
 

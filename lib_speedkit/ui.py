@@ -24,7 +24,7 @@ CUTOFF_VALUE_LABELS = {
     "fraction": "Skip the negative pass from this fraction of the steps on",
     "adaptive": "Skip once cond/uncond similarity reaches τ",
 }
-ROWS = ("attention", "fast path", "cutoff", "tome", "tome options")
+ROWS = ("attention", "fast path", "cutoff", "tome", "tome options", "deepcache", "deepcache window")
 """The accordion's rows, top to bottom; the unavailable-backend note follows the fast-path row."""
 READ_ONLY_UNDER_NOTE = ("attention", "cutoff_mode")
 """Controls a disabled note (Forge) makes read-only."""

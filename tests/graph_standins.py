@@ -34,7 +34,7 @@ class FrozenCall:
 
         # Weights become constants of the recording that alias their storage (as a graph reads
         # weights by address); jit.trace refuses to do that for tensors that require grad.
-        module = getattr(forward, "__self__", None)
+        module = getattr(forward, "__self__", None) or getattr(forward, "unet", None)  # DeepCache's steps hold it
         params = [p for p in module.parameters() if p.requires_grad] if module is not None else []
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # TracerWarning: Python values are frozen, which is the point
@@ -47,11 +47,17 @@ class FrozenCall:
                     param.requires_grad_(True)
         self.output = self.traced(*self.inputs)
         self.replays = 0
-        self.nbytes = sum(t.numel() * t.element_size() for t in [*self.inputs, self.output])
+        outputs = self.output if isinstance(self.output, tuple) else (self.output,)
+        self.nbytes = sum(t.numel() * t.element_size() for t in [*self.inputs, *outputs])
 
     def replay(self):
         self.replays += 1
-        self.output.copy_(self.traced(*self.inputs))
+        fresh = self.traced(*self.inputs)
+        if isinstance(self.output, tuple):
+            for static, value in zip(self.output, fresh, strict=True):
+                static.copy_(value)
+        else:
+            self.output.copy_(fresh)
 
 
 class StandInCapturer:

@@ -7,6 +7,7 @@ from lib_speedkit.plan import (
     AttentionConfig,
     ChannelsLastConfig,
     CudaGraphConfig,
+    DeepCacheConfig,
     GuidanceCutoffConfig,
     LeanStepConfig,
     SpeedPlan,
@@ -34,5 +35,13 @@ valid_plans = st.builds(
     channels_last=st.builds(ChannelsLastConfig, st.booleans()),
     cuda_graph=st.builds(CudaGraphConfig, st.booleans()),
     lean_step=st.builds(LeanStepConfig, st.booleans()),
+    deepcache=st.builds(
+        DeepCacheConfig,
+        interval=st.integers(1, 10),
+        branch=st.integers(0, 11),
+        start=st.integers(0, 1000),
+        end=st.integers(0, 1000),
+        hr_interval=st.integers(0, 10),
+    ),
 )
 """Plans as the knobs make them (mode Custom); named modes: tests/test_modes.py."""

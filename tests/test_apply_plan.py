@@ -9,15 +9,17 @@ from hypothesis import strategies as st
 from test_cuda_graph import StandInCapturer
 
 from lib_speedkit.appliers import host_appliers
-from lib_speedkit.apply import FEATURES, GENERATION_FEATURES, PASS_FEATURES, apply_plan, library_appliers
+from lib_speedkit.apply import FEATURES, GENERATION_FEATURES, apply_plan, library_appliers
 from lib_speedkit.attention import BACKENDS, active_backend
-from lib_speedkit.cuda_graph import GraphCache, graphed_forward_of
+from lib_speedkit.cuda_graph import GraphCache
+from lib_speedkit.deepcache import deepcache_forward_of
 from lib_speedkit.guidance import CutoffCFGDenoiser
 from lib_speedkit.memory_format import is_channels_last
 from lib_speedkit.plan import (
     AttentionConfig,
     ChannelsLastConfig,
     CudaGraphConfig,
+    DeepCacheConfig,
     GuidanceCutoffConfig,
     LeanStepConfig,
     SpeedPlan,
@@ -153,6 +155,7 @@ HOST_PLAN = SpeedPlan(
     ChannelsLastConfig(True),
     cuda_graph=CudaGraphConfig(True),
     lean_step=LeanStepConfig(True),
+    deepcache=DeepCacheConfig(interval=2),
 )
 
 
@@ -168,13 +171,13 @@ def test_the_host_path_applies_each_pass_and_restores_the_host_and_the_unet(unet
         assert host.cutoff_threshold == [2.0] and is_channels_last(unet) and has_tome_patch(unet)
         for _pass in range(2):  # e.g. the first pass and the hires pass
             applied.begin_pass()
-            assert applied.applied == set(FEATURES) and graphed_forward_of(unet) is not None
+            assert applied.applied == set(FEATURES) and deepcache_forward_of(unet).graphed is not None
             host.wrapper_calls.clear()
             with torch.no_grad():
                 unet_output(unet)
             assert host.wrapper_calls == []  # the lean step bypassed the wrappers
             applied.end_pass()
-            assert graphed_forward_of(unet) is None and torch.nn.Linear.forward is host._wrappers[torch.nn.Linear]
+            assert "forward" not in unet.__dict__ and torch.nn.Linear.forward is host._wrappers[torch.nn.Linear]
     assert_clean(unet, before)
     assert host_state(host) == host_before
     assert torch.equal(unet_output(unet), reference)
@@ -184,7 +187,8 @@ def test_a_pass_with_networks_loaded_skips_the_pass_features_with_the_reason(une
     host.networks_loaded = True
     with apply_plan(unet, HOST_PLAN, appliers=host_appliers(host.hooks()), features=GENERATION_FEATURES) as applied:
         applied.begin_pass()
-        assert not set(PASS_FEATURES) & applied.applied
+        assert not {"cuda_graph", "lean_step"} & applied.applied
+        assert "deepcache" in applied.applied  # DeepCache does not read the networks
         assert applied.skipped == {
             "cuda_graph": "CUDA graph not used for this pass: networks loaded",
             "lean_step": "lean step off for this pass: networks loaded",
@@ -210,6 +214,7 @@ plans = st.builds(
     channels_last=st.builds(ChannelsLastConfig, st.booleans()),
     cuda_graph=st.builds(CudaGraphConfig, st.booleans()),
     lean_step=st.builds(LeanStepConfig, st.booleans()),
+    deepcache=st.builds(DeepCacheConfig, st.sampled_from([1, 2, 3]), branch=st.integers(0, 3)),
 )
 failure_points = st.one_of(
     st.just(("none", None)),

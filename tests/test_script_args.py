@@ -8,12 +8,13 @@ from lib_speedkit.plan import (
     AttentionConfig,
     ChannelsLastConfig,
     CudaGraphConfig,
+    DeepCacheConfig,
     GuidanceCutoffConfig,
     LeanStepConfig,
     SpeedPlan,
     TokenMergingConfig,
 )
-from lib_speedkit.script_args import ARG_NAMES, DEFAULT_ARGS, args_from_plan, plan_from_args
+from lib_speedkit.script_args import ARG_NAMES, DEFAULT_ARGS, MODE_INDEX, args_from_plan, plan_from_args
 from strategies import valid_plans
 
 
@@ -34,7 +35,27 @@ def test_argument_order_is_the_documented_api_order():
         "cuda_graph",
         "lean_step",
         "mode",
+        "deepcache_interval",
+        "deepcache_branch",
+        "deepcache_hr_interval",
+        "deepcache_start",
+        "deepcache_end",
     )
+
+
+def test_clients_sending_the_fifteen_args_of_the_previous_version_get_deepcache_off():
+    plan = plan_from_args([True, "sdp", "off", 0.75, 0, 0, 1, 2, 2, False, -1, False, True, True, "Custom"])
+    assert plan.cuda_graph.enabled and not plan.deepcache.enabled
+
+
+def test_deepcache_args_become_its_config_and_bad_values_name_the_argument():
+    plan = plan_from_args(DEFAULT_ARGS, {"deepcache_interval": "3", "deepcache_branch": 1, "deepcache_end": 2})
+    assert plan.deepcache == DeepCacheConfig(interval=3, branch=1, end=2)
+    expected = r"deepcache_interval \(args\[15\]\): 11 is not allowed; expected an integer from 1 to 10"
+    with pytest.raises(PlanError, match=expected):
+        plan_from_args(DEFAULT_ARGS, {"deepcache_interval": 11})
+    with pytest.raises(PlanError, match=r"deepcache_branch \(args\[16\]\): -1"):
+        plan_from_args(DEFAULT_ARGS, {"deepcache_interval": 2, "deepcache_branch": -1})
 
 
 def test_older_clients_sending_twelve_args_get_the_new_switches_off():
@@ -87,7 +108,7 @@ def test_the_largest_tome_seed_really_seeds_torch():
 
 
 def test_too_many_values_are_refused():
-    with pytest.raises(PlanError, match="at most 15 values"):
+    with pytest.raises(PlanError, match="at most 20 values"):
         plan_from_args([*DEFAULT_ARGS, 1])
 
 
@@ -120,10 +141,10 @@ def test_args_from_plan_reproduce_the_plan(plan):
 
 
 def mode_args(mode: str, *knobs) -> list:
-    """The full positional list: enabled, then `knobs` over the defaults, and the mode last."""
+    """The full positional list: enabled, then `knobs` over the defaults, and the mode at its place."""
     args = [True, *DEFAULT_ARGS[1:]]
     args[: len(knobs)] = knobs
-    args[-1] = mode
+    args[MODE_INDEX] = mode
     return args
 
 

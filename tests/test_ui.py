@@ -135,6 +135,11 @@ def test_pasting_speedkit_infotext_restores_every_control():
         "Speedkit channels-last": "True",
         "Speedkit CUDA graph": "True",
         "Speedkit lean step": "True",
+        "Speedkit DeepCache": "3",
+        "Speedkit DeepCache branch": "1",
+        "Speedkit DeepCache start": "2",
+        "Speedkit DeepCache end": "1",
+        "Speedkit DeepCache hr": "1",
     }
     values = {name: pasted_value(name, params) for name in ARG_NAMES}
     assert values == {
@@ -153,6 +158,11 @@ def test_pasting_speedkit_infotext_restores_every_control():
         "cuda_graph": True,
         "lean_step": True,
         "mode": "Custom",
+        "deepcache_interval": 3,
+        "deepcache_branch": 1,
+        "deepcache_hr_interval": 1,
+        "deepcache_start": 2,
+        "deepcache_end": 1,
     }
 
 

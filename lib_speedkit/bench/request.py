@@ -11,13 +11,14 @@ Body of `POST /speedkit/v1/bench` (every field optional):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..errors import PlanError
 from ..plan import (
     AttentionConfig,
     ChannelsLastConfig,
     CudaGraphConfig,
+    DeepCacheConfig,
     GuidanceCutoffConfig,
     LeanStepConfig,
     SpeedPlan,
@@ -32,6 +33,12 @@ what the installed extension costs with every switch off."""
 BODY_FIELDS = ("preset", "overrides", "speedkit", "matrix", "entries", "label")
 ENTRY_SHAPE = 'a non-empty list of {"label": ..., "speedkit": [args]}'
 
+FAST_PATH = SpeedPlan(
+    AttentionConfig("sdp"),
+    channels_last=ChannelsLastConfig(True),
+    cuda_graph=CudaGraphConfig(True),
+    lean_step=LeanStepConfig(True),
+)
 MATRIX_SWITCHES: tuple[tuple[str, SpeedPlan], ...] = (
     ("attention sdp", SpeedPlan(attention=AttentionConfig("sdp"))),
     ("attention sdp-math", SpeedPlan(attention=AttentionConfig("sdp-math"))),
@@ -40,15 +47,9 @@ MATRIX_SWITCHES: tuple[tuple[str, SpeedPlan], ...] = (
     ("channels-last", SpeedPlan(channels_last=ChannelsLastConfig(True))),
     ("CUDA graph", SpeedPlan(cuda_graph=CudaGraphConfig(True))),
     ("lean step", SpeedPlan(lean_step=LeanStepConfig(True))),
-    (
-        "fast path (sdp, CUDA graph, channels-last, lean step)",
-        SpeedPlan(
-            AttentionConfig("sdp"),
-            channels_last=ChannelsLastConfig(True),
-            cuda_graph=CudaGraphConfig(True),
-            lean_step=LeanStepConfig(True),
-        ),
-    ),
+    *((f"DeepCache N={n}", SpeedPlan(deepcache=DeepCacheConfig(interval=n))) for n in (2, 3, 5)),
+    ("fast path (sdp, CUDA graph, channels-last, lean step)", FAST_PATH),
+    ("fast path + DeepCache N=3", replace(FAST_PATH, deepcache=DeepCacheConfig(interval=3))),
     (
         "all together",
         SpeedPlan(

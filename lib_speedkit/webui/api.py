@@ -10,6 +10,7 @@ from __future__ import annotations
 from modules import shared
 
 from ..cuda_graph import graphed_forward_of
+from ..deepcache import deepcache_forward_of
 from ..memory_format import is_channels_last
 from ..tome import has_tome_patch
 from . import attention, bench, fast_path, hooks, slim
@@ -39,17 +40,24 @@ def status() -> dict:
         "tome_active": bool(unet is not None and has_tome_patch(unet)),
         "cfg_wrapper_active": bool(running is not None and running.guidance is not None),
         "cuda_graph": {
-            "active": bool(unet is not None and graphed_forward_of(unet) is not None),
+            "active": bool(unet is not None and graphed_unet(unet)),
             "cached_graphs": len(fast_path.GRAPHS),
             "cached_mb": round(fast_path.GRAPHS.nbytes / 2**20, 1),
             "budget_mb": None if fast_path.GRAPHS.max_bytes is None else fast_path.GRAPHS.max_bytes // 2**20,
             "totals": fast_path.GRAPHS.stats.as_json(),
         },
         "lean_step_active": lean_step_active(),
+        "deepcache_active": bool(unet is not None and deepcache_forward_of(unet) is not None),
         "generation_active": hooks.active(),
         "last_generation": last.as_json() if last is not None else None,
         "forge": attention.is_forge(),
     }
+
+
+def graphed_unet(unet) -> bool:
+    """The UNet replays from graphs now (its own forward, or DeepCache's steps on top of it)."""
+    cached = deepcache_forward_of(unet)
+    return graphed_forward_of(unet) is not None or (cached is not None and cached.graphed is not None)
 
 
 def lean_step_active() -> bool:

@@ -3,8 +3,9 @@ WebUI's appliers (HostHooks built from `modules.*`), and its record. webui/hooks
 
 Generation features (channels-last, attention, ToMe, cutoff) are applied at `process`; a plan
 that cannot apply is refused with the reason, and an unexpected error undoes everything and
-fails the generation with the error. Pass features (CUDA graph, lean step) are decided for each
-sampling pass and taken off right after it. A generation inside another one (ADetailer's pass)
+fails the generation with the error. Pass features (CUDA graph, lean step, DeepCache) are decided
+for each sampling pass (the hires pass with its own DeepCache interval) and taken off right
+after it. A generation inside another one (ADetailer's pass)
 applies only its cutoff: the UNet's switches stay as the outer generation set them.
 """
 
@@ -18,10 +19,11 @@ from modules import shared
 from ..appliers import HostHooks, host_appliers
 from ..apply import GENERATION_FEATURES, PASS_FEATURES, AppliedPlan, apply_plan
 from ..cuda_graph import MIN_TORCH, graph_support
+from ..deepcache import deepcache_forward_of
 from ..errors import SpeedkitError
 from ..plan import INFOTEXT_FEATURES, KEY_CUDA_GRAPH, KEY_LEAN_STEP, SpeedPlan, TokenMergingConfig, format_infotext
 from ..undo import Undo
-from . import attention, cutoff, fast_path
+from . import attention, cutoff, deepcache, fast_path
 from .attention import FORGE_NOTE, is_forge
 from .hypertile import is_hypertile_forward
 from .record import GenerationRecord, GraphCalls
@@ -69,14 +71,17 @@ class Generation:
         self.failure: GenerationRefused | None = None
         self.graph_calls = GraphCalls()
         self.pass_graph_before: dict | None = None
+        self.steps = deepcache.DenoiserSteps()
 
     def _for_this_image(self, plan: SpeedPlan) -> SpeedPlan:
         tome = plan.tome
         if tome.use_rand and tome.seed is None:
             tome = replace(tome, seed=int(self.p.all_seeds[0]) % 2**63)
-        if tome.hr_ratio and not getattr(self.p, "enable_hr", False):
-            tome = replace(tome, hr_ratio=0.0)  # no hires pass: do not claim a hires ratio
-        return replace(plan, tome=tome)
+        deep = plan.deepcache
+        if not getattr(self.p, "enable_hr", False):  # no hires pass: do not claim hires settings
+            tome = replace(tome, hr_ratio=0.0)
+            deep = replace(deep, hr_interval=0)
+        return replace(plan, tome=tome, deepcache=deep)
 
     # -- before_process: p fields and overrides, applied and restored by the host
     def prepare(self) -> None:
@@ -140,6 +145,8 @@ class Generation:
             lean_blocker=lambda: self.pass_networks.lean_blocker(),
             wrapped_forwards=lambda: self.pass_networks.wrapped_forwards(),
             graph_prepare=fast_path.graphable_sgm_unet,
+            deepcache_blocker=lambda: deepcache.deepcache_blocker(shared.sd_model.model.diffusion_model),
+            deepcache_clock=self.steps,
         )
 
     def current_tome(self) -> TokenMergingConfig | None:
@@ -176,8 +183,8 @@ class Generation:
         self.after_sampling()
         self.guidance.new_pass()
         self.in_pass = True
-        self.record.passes.append({"unet_calls": self.guidance.counts(), "cuda_graph": None})
-        if not (self.plan.cuda_graph.enabled or self.plan.lean_step.enabled):
+        self.record.passes.append({"unet_calls": self.guidance.counts(), "cuda_graph": None, "deepcache": None})
+        if not (self.plan.cuda_graph.enabled or self.plan.lean_step.enabled or self.plan.deepcache.enabled):
             return
         unet = shared.sd_model.model.diffusion_model
         self.pass_networks = fast_path.PassNetworks.now()
@@ -185,7 +192,7 @@ class Generation:
         try:
             self.pass_networks.apply_weights(unet)  # networks merged (or restored) before the pass
             self.pass_graph_before = fast_path.GRAPHS.stats.as_json()
-            self.applied.begin_pass()
+            self.applied.begin_pass(self.pass_plan())
         except BaseException as error:  # noqa: BLE001 - undone whatever it was; re-raised unless an Exception
             self._fail_during_sampling(error, "preparing a sampling pass")
             return
@@ -194,14 +201,25 @@ class Generation:
             if feature in self.applied.skipped:
                 self.note_once(self.applied.skipped[feature])
 
+    def pass_plan(self) -> SpeedPlan:
+        """The plan of the sampling pass about to run: the hires pass has its own DeepCache interval."""
+        if getattr(self.p, "is_hr_pass", False):
+            return replace(self.plan, deepcache=self.plan.deepcache.for_hires_pass())
+        return self.plan
+
     def after_sampling(self) -> None:
         """The pass is over: its pass features come off; its counts are recorded."""
         if self.applied is None or not self.in_pass:
             return
         self.in_pass = False
         graphed = "cuda_graph" in self.applied.applied
+        unet = getattr(getattr(shared.sd_model, "model", None), "diffusion_model", None)
+        cached = deepcache_forward_of(unet) if unet is not None else None
         self.applied.end_pass()
         current = self.record.passes[-1]
+        if cached is not None:
+            current["deepcache"] = cached.counts.as_json()
+            self._claim_deepcache()
         started = current["unet_calls"]
         counts = self.guidance.counts()
         current["unet_calls"] = {key: counts[key] - started[key] for key in counts}
@@ -211,6 +229,12 @@ class Generation:
             if graphed:
                 self.graph_calls.add(current["cuda_graph"])
                 self._claim_graph()
+
+    def _claim_deepcache(self) -> None:
+        """`Speedkit DeepCache` once a pass really ran shallow steps (not for a pass whose steps
+        all ran the whole UNet: too few steps, or only full-step windows)."""
+        if any((p.get("deepcache") or {}).get("shallow") for p in self.record.passes):
+            self._claim({"deepcache"})
 
     def _claim_graph(self) -> None:
         """`Speedkit CUDA graph: True` only when every UNet call of the graphed passes replayed;

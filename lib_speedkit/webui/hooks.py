@@ -121,6 +121,7 @@ def denoise(original, denoiser, *args):
         raise generation.failure
     if generation is None or generation.guidance is None:
         return original(denoiser, *args)
+    generation.steps.see(denoiser)
     return generation.guidance.denoise(original, denoiser, *args)
 
 
