@@ -261,6 +261,7 @@ def bench(server: Server, overrides: dict, speedkit, runs: int, warmup: int, lab
         "seconds": [run["total_s"] for run in result["runs"]],
         "digests": [run["image_sha256"] for run in result["runs"]],
         "cuda_graph": [run.get("cuda_graph") for run in result["runs"]],
+        "deepcache": [run.get("deepcache") for run in result["runs"]],
         "notes": sorted({note for run in result["runs"] for note in run.get("notes") or []}),
         "vram_reserved_peak_mb": result["vram"].get("reserved_peak_mb"),
     }

@@ -62,6 +62,17 @@ def test_each_run_records_its_image_digest_and_the_graph_claim():
     assert len(digests) == 1 and None not in digests
     assert merged["runs"][0]["image_sha256"] not in digests  # the fake's ToMe image differs
     assert plain["runs"][0]["cuda_graph"] is None and plain["runs"][0]["notes"] == []
+    assert plain["runs"][0]["deepcache"] is None
+
+
+def test_each_run_records_the_full_and_shallow_unet_calls_of_deepcache():
+    def generate(preset, plan):
+        measurement = FakeGenerator()(preset, plan)
+        measurement.info["speedkit"] = {"deepcache": {"full": 10, "shallow": 18}}
+        return measurement
+
+    result = run_benchmark(generate, PRESET, SpeedPlan(), sampler())
+    assert [run["deepcache"] for run in result["runs"]] == [{"full": 10, "shallow": 18}] * len(result["runs"])
 
 
 def test_an_interrupt_keeps_the_completed_runs_and_says_so():

@@ -62,6 +62,7 @@ class RunRecord:
             "attention": m.info.get("attention"),
             "image_sha256": image_digest(m.first_image),
             "cuda_graph": (m.info.get("speedkit") or {}).get("cuda_graph"),
+            "deepcache": (m.info.get("speedkit") or {}).get("deepcache"),
             "notes": (m.info.get("speedkit") or {}).get("notes") or [],
         }
 

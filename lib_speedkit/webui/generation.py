@@ -26,7 +26,7 @@ from ..undo import Undo
 from . import attention, cutoff, deepcache, fast_path
 from .attention import FORGE_NOTE, is_forge
 from .hypertile import is_hypertile_forward
-from .record import GenerationRecord, GraphCalls
+from .record import GenerationRecord, GraphCalls, deepcache_totals
 
 NOTE_KEY = "Speedkit note"
 HOST_TOME_OPTIONS = ("token_merging_ratio", "token_merging_ratio_img2img", "token_merging_ratio_hr")
@@ -285,6 +285,7 @@ class Generation:
             if self.guidance is not None:
                 self.record.unet_calls = self.guidance.counts()
                 self.guidance.current = None
+            self.record.deepcache = deepcache_totals(self.record.passes)
             if self.graph_calls.total:
                 self.record.cuda_graph = {
                     "replays": self.graph_calls.replays,

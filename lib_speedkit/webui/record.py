@@ -21,6 +21,7 @@ class GenerationRecord:
     unet_calls: dict | None = None  # with/without the uncond pass, the whole generation
     passes: list[dict] = field(default_factory=list)  # per sampling pass: calls, graph statistics
     cuda_graph: dict | None = None  # replays, captures and eager calls by reason, the whole generation
+    deepcache: dict | None = None  # full and shallow UNet calls of the passes DeepCache ran, the whole generation
     started: float = field(default_factory=time.time)
     finished: float | None = None
 
@@ -43,3 +44,11 @@ class GraphCalls:
     @property
     def total(self) -> int:
         return self.replays + sum(self.eager.values())
+
+
+def deepcache_totals(passes: list[dict]) -> dict | None:
+    """Full and shallow UNet calls over the passes DeepCache ran (None: it ran in none)."""
+    counted = [p["deepcache"] for p in passes if p.get("deepcache")]
+    if not counted:
+        return None
+    return {kind: sum(c[kind] for c in counted) for kind in ("full", "shallow")}

@@ -1,0 +1,235 @@
+"""DeepCache in a real A1111 1.10.1 (issue #15): speed and image difference against stock for
+N = 2, 3, 5, on SD1.5 and SDXL, eager and on the lossless fast path.
+
+  python benchmarks/webui_deepcache.py --a1111 DIR --model sd15|sdxl [--runs 5] [--work DIR] [--out DIR]
+
+Models and LoRA: random-weight checkpoints built on the machine, as benchmarks/webui_workloads.py
+builds them (its `build`). Configurations: stock (Speedkit off, "sdp - scaled dot product"),
+lossless (CUDA graph + channels-last + lean step), DeepCache N alone (eager), lossless + DeepCache
+N; branch 0, no window. Workloads:
+  --model sd15   Asuka 512² Euler 28 (every configuration); DPM++ 2M Karras 20, batch 4, 1024²,
+                 the LoRA in the prompt and hires fix 512→1024 (stock, lossless, lossless + N=3)
+  --model sdxl   SDXL 1024² Euler 20 (every configuration)
+Orders: steady (each configuration's runs back to back after one warm-up, POST /speedkit/v1/bench)
+and toggle (stock, lossless and lossless + N=3 alternating, one run each).
+
+Image difference: one image per configuration through /sdapi/v1/txt2img against stock's (max
+pixel difference, PSNR), and against lossless (what DeepCache alone changes). With random weights
+the images are noise-like textures, not pictures: the PSNR says how far DeepCache moves the
+pixels, not how a trained model's picture looks.
+
+Outputs in --out: results.json, report.md, images/, webui.log. On the GPU machine without a
+package index: benchmarks/gpu_machine.sh.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import traceback
+import urllib.error
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+import webui_workloads as workloads  # noqa: E402  (standard library only at import time)
+from webui_asuka import LOSSLESS, Server, args, harness  # noqa: E402
+
+INTERVALS = (2, 3, 5)
+STOCK = None
+FAST = args(**LOSSLESS)
+
+
+def deepcache(interval: int, fast: bool) -> list:
+    return args(**(LOSSLESS if fast else {}), deepcache_interval=interval)
+
+
+def every_configuration() -> dict:
+    configurations = {"stock": STOCK, "lossless": FAST}
+    configurations |= {f"DeepCache N={n}": deepcache(n, fast=False) for n in INTERVALS}
+    configurations |= {f"lossless + DeepCache N={n}": deepcache(n, fast=True) for n in INTERVALS}
+    return configurations
+
+
+def few_configurations() -> dict:
+    return {"stock": STOCK, "lossless": FAST, "lossless + DeepCache N=3": deepcache(3, fast=True)}
+
+
+SD15 = [
+    ("Asuka 512², Euler 28", {}, every_configuration()),
+    ("512², DPM++ 2M Karras 20", {"sampler": "DPM++ 2M", "scheduler": "Karras", "steps": 20}, few_configurations()),
+    ("512², batch 4", {"batch_size": 4}, few_configurations()),
+    ("1024² SD1.5", {"width": 1024, "height": 1024}, few_configurations()),
+    ("512² with a LoRA in the prompt", {"prompt": "LORA"}, few_configurations()),
+    ("hires 512→1024 (whole request)", {"hires": True}, few_configurations()),
+]
+SDXL = [("SDXL 1024², Euler 20", dict(workloads.SDXL_1024), every_configuration())]
+TOGGLED = ("stock", "lossless", "lossless + DeepCache N=3")
+
+
+def one(server: Server, overrides: dict, speedkit, runs: int, warmup: int, label: str) -> dict:
+    if overrides.get("hires"):
+        fields = {k: v for k, v in overrides.items() if k != "hires"}
+        return workloads.txt2img(server, fields, speedkit, runs, warmup, label)
+    return workloads.bench(server, overrides, speedkit, runs, warmup, label)
+
+
+def image_of(server: Server, overrides: dict, speedkit):
+    fields = {**workloads.asuka_prompts()}
+    if overrides.get("hires"):
+        fields |= {k: v for k, v in overrides.items() if k != "hires"}
+    else:
+        fields |= workloads.txt2img_fields(overrides)
+    answer = harness.http_json(
+        server.url + "/sdapi/v1/txt2img", workloads.hires_request(fields, speedkit), timeout=3000
+    )
+    return workloads.image_and_params(answer)
+
+
+def images(server: Server, name: str, overrides: dict, configurations: dict, folder: Path) -> dict:
+    """One image per configuration, saved; its difference from stock and from lossless, and the
+    Speedkit keys of its infotext (what the generation claims)."""
+    from lib_speedkit.bench.imagediff import compare
+
+    folder.mkdir(parents=True, exist_ok=True)
+    slug = "".join(c if c.isalnum() else "-" for c in name.encode("ascii", "ignore").decode())
+    shown, claims = {}, {}
+    for label, speedkit in configurations.items():
+        shown[label], params = image_of(server, overrides, speedkit)
+        claims[label] = {k: str(v) for k, v in params.items() if k.startswith("Speedkit")}
+        shown[label].save(folder / f"{slug}-{''.join(c if c.isalnum() else '-' for c in label)}.png")
+    return {
+        label: {
+            "vs_stock": compare(image, shown["stock"]).as_dict(),
+            "vs_lossless": compare(image, shown["lossless"]).as_dict(),
+            "claims": claims[label],
+        }
+        for label, image in shown.items()
+    }
+
+
+def measure(server: Server, name: str, overrides: dict, configurations: dict, runs: int, folder: Path) -> dict:
+    if overrides.get("prompt") == "LORA":
+        overrides = {**overrides, "prompt": f"{workloads.LORA_PROMPT_TAG} {workloads.asuka_prompts()['prompt']}"}
+    steady = {
+        label: one(server, overrides, speedkit, runs, 1, f"{name}: {label}")
+        for label, speedkit in configurations.items()
+    }
+    toggle = {label: [] for label in TOGGLED}
+    for _ in range(runs):
+        for label in TOGGLED:
+            toggle[label].append(one(server, overrides, configurations[label], 1, 0, f"{name}: {label} (toggle)"))
+    return {
+        "workload": name,
+        "overrides": overrides,
+        "steady": steady,
+        "toggle": workloads.merge(toggle),
+        "images": images(server, name, overrides, configurations, folder),
+    }
+
+
+def deepcache_calls(record: dict) -> str:
+    """Full and shallow UNet calls per run, from the bench records' generation data (if any)."""
+    calls = [c for c in record.get("deepcache") or [] if c]
+    return "; ".join(sorted({f"{c['full']} full / {c['shallow']} shallow" for c in calls}))
+
+
+def report(results: list[dict]) -> str:
+    lines = [
+        "| workload | order | configuration | median (min–max) | × stock | × lossless | vs stock: max diff, PSNR "
+        "| UNet calls per run | claims |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for result in results:
+        if "error" in result:
+            lines.append(f"| {result['workload']} | | | ERROR {result['error'][:300]} | | | | | |")
+            continue
+        stock = workloads.speed(result["steady"]["stock"])[2]
+        lossless = workloads.speed(result["steady"]["lossless"])[2]
+        unit = "it/s" if "sampler_its" in result["steady"]["stock"] else "s"
+        for order in ("steady", "toggle"):
+            for label, record in result[order].items():
+                value, spread, faster = workloads.speed(record)
+                image = result["images"].get(label, {})
+                diff = image.get("vs_stock") or {}
+                psnr = "∞" if diff.get("psnr_db") is None else f"{diff['psnr_db']:.1f} dB"
+                claims = ", ".join(f"{k[9:]}: {v}" for k, v in (image.get("claims") or {}).items())
+                lines.append(
+                    f"| {result['workload']} | {order} | {label} | {value:.3f} {unit} ({spread}) | "
+                    f"{faster / stock:.2f} | {faster / lossless:.2f} | "
+                    f"{diff.get('max_abs', '')}, {psnr} | {deepcache_calls(record)} | {claims} |"
+                )
+    return "\n".join(lines) + "\n"
+
+
+def run(ns) -> int:
+    a1111, work, out = Path(ns.a1111).resolve(), Path(ns.work).resolve(), Path(ns.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    assets = work / f"assets-{ns.model}"
+    checkpoint = assets / (workloads.SDXL_CHECKPOINT if ns.model == "sdxl" else workloads.asuka.CHECKPOINT)
+    started = time.monotonic()
+    if not checkpoint.exists():
+        import subprocess
+
+        command = [sys.executable, workloads.__file__, "build", str(assets), "--a1111", str(a1111), "--model", ns.model]
+        if subprocess.run(command + (["--shrink"] if ns.shrink else []), text=True).returncode:
+            return 1
+    server = Server(a1111, work, assets, checkpoint, ns.port, ns.webui_arg or [])
+    workloads.link_into_data_dir(server, assets)
+    scale = json.loads(ns.scale_overrides) if ns.scale_overrides else {}
+    chosen = [
+        w for w in (SDXL if ns.model == "sdxl" else SD15) if not ns.only or any(p in w[0] for p in ns.only.split(","))
+    ]
+    result = {"command": server.command(), "build_seconds": time.monotonic() - started, "workloads": [], "errors": []}
+    try:
+        result["startup_seconds"] = server.start()
+        harness.http_json(
+            server.url + "/sdapi/v1/options", {"cross_attention_optimization": workloads.asuka.STOCK_ATTENTION}
+        )
+        harness.http_json(server.url + "/sdapi/v1/refresh-loras", {})
+        for name, overrides, configurations in chosen:
+            overrides = {**overrides, **scale.get("hires" if overrides.get("hires") else "bench", {})}
+            began = time.monotonic()
+            try:
+                record = measure(server, name, overrides, configurations, ns.runs, out / "images")
+            except (urllib.error.URLError, OSError, KeyError, ValueError) as error:
+                detail = (
+                    error.read().decode(errors="replace")[:1500] if isinstance(error, urllib.error.HTTPError) else ""
+                )
+                record = {"workload": name, "error": f"{error!r} {detail}"}
+                result["errors"].append(record["error"])
+            record["seconds"] = time.monotonic() - began
+            result["workloads"].append(record)
+            print(report([record]), flush=True)
+            (out / "results.json").write_text(json.dumps(result, indent=1, default=str))
+        result["status"] = harness.http_json(server.url + "/speedkit/v1/status")
+    except Exception:  # noqa: BLE001 - keep what was measured, report the failure
+        result["errors"].append(traceback.format_exc())
+        print("ERROR", traceback.format_exc(), server.tail(), flush=True)
+    finally:
+        server.stop()
+        (out / "webui.log").write_text(server.log_path.read_text(errors="replace") if server.log_path.exists() else "")
+        (out / "results.json").write_text(json.dumps(result, indent=1, default=str))
+        (out / "report.md").write_text(report(result["workloads"]))
+    return 1 if result["errors"] else 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--a1111", required=True, help="an A1111 v1.10.1 checkout with its repositories/")
+    parser.add_argument("--model", choices=("sd15", "sdxl"), default="sd15")
+    parser.add_argument("--work", default="/tmp/speedkit-deepcache")
+    parser.add_argument("--out", default="deepcache-out")
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--only", help="comma-separated parts of workload names to run")
+    parser.add_argument("--port", type=int, default=7863)
+    parser.add_argument("--shrink", action="store_true", help="CPU check of this script: a small SDXL UNet")
+    parser.add_argument("--webui-arg", action="append", help="extra launch.py flag (repeatable)")
+    parser.add_argument("--scale-overrides", help='CPU check: JSON {"bench": {...}, "hires": {...}} for every workload')
+    return run(parser.parse_args())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
