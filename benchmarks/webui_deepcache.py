@@ -1,7 +1,8 @@
 """DeepCache in a real A1111 1.10.1 (issue #15): speed and image difference against stock for
 N = 2, 3, 5, on SD1.5 and SDXL, eager and on the lossless fast path.
 
-  python benchmarks/webui_deepcache.py --a1111 DIR --model sd15|sdxl [--runs 5] [--work DIR] [--out DIR]
+  python benchmarks/webui_deepcache.py --a1111 DIR --model sd15|sdxl [--runs 5] [--runs-large 3]
+         [--work DIR] [--out DIR]
 
 Models and LoRA: random-weight checkpoints built on the machine, as benchmarks/webui_workloads.py
 builds them (its `build`). Configurations: stock (Speedkit off, "sdp - scaled dot product"),
@@ -60,12 +61,13 @@ def few_configurations() -> dict:
 SD15 = [
     ("Asuka 512², Euler 28", {}, every_configuration()),
     ("512², DPM++ 2M Karras 20", {"sampler": "DPM++ 2M", "scheduler": "Karras", "steps": 20}, few_configurations()),
-    ("512², batch 4", {"batch_size": 4}, few_configurations()),
-    ("1024² SD1.5", {"width": 1024, "height": 1024}, few_configurations()),
+    ("512², batch 4", {"batch_size": 4, "large": True}, few_configurations()),
+    ("1024² SD1.5", {"width": 1024, "height": 1024, "large": True}, few_configurations()),
     ("512² with a LoRA in the prompt", {"prompt": "LORA"}, few_configurations()),
-    ("hires 512→1024 (whole request)", {"hires": True}, few_configurations()),
+    ("hires 512→1024 (whole request)", {"hires": True, "large": True}, few_configurations()),
 ]
 SDXL = [("SDXL 1024², Euler 20", dict(workloads.SDXL_1024), every_configuration())]
+"""(name, preset overrides; "hires": through /sdapi/v1/txt2img; "large": --runs-large runs, configurations)"""
 TOGGLED = ("stock", "lossless", "lossless + DeepCache N=3")
 
 
@@ -190,10 +192,12 @@ def run(ns) -> int:
         )
         harness.http_json(server.url + "/sdapi/v1/refresh-loras", {})
         for name, overrides, configurations in chosen:
+            runs = ns.runs_large if overrides.get("large") else ns.runs
+            overrides = {k: v for k, v in overrides.items() if k != "large"}
             overrides = {**overrides, **scale.get("hires" if overrides.get("hires") else "bench", {})}
             began = time.monotonic()
             try:
-                record = measure(server, name, overrides, configurations, ns.runs, out / "images")
+                record = measure(server, name, overrides, configurations, runs, out / "images")
             except (urllib.error.URLError, OSError, KeyError, ValueError) as error:
                 detail = (
                     error.read().decode(errors="replace")[:1500] if isinstance(error, urllib.error.HTTPError) else ""
@@ -223,6 +227,7 @@ def main() -> int:
     parser.add_argument("--work", default="/tmp/speedkit-deepcache")
     parser.add_argument("--out", default="deepcache-out")
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--runs-large", type=int, default=3, help="runs of batch 4, 1024² and hires")
     parser.add_argument("--only", help="comma-separated parts of workload names to run")
     parser.add_argument("--port", type=int, default=7863)
     parser.add_argument("--shrink", action="store_true", help="CPU check of this script: a small SDXL UNet")

@@ -4,7 +4,8 @@ this project and not in CI, which cannot reach GitHub: point SPEEDKIT_CONTROLNET
 ControlNet replaces the UNet's forward on the instance for every generation with a unit (in its
 `process`) and puts a forward back afterwards. The CUDA graph (played on the CPU by the fault
 extension) must step aside with a note while ControlNet drives the UNet, give the image the WebUI
-gives without Speedkit, and replay again in the next generation without ControlNet.
+gives without Speedkit, and replay again in the next generation without ControlNet. DeepCache (which
+runs the UNet's blocks itself and would drop ControlNet's residuals) steps aside the same way.
 
 Models: an SD1 checkpoint with SD1.5's UNet layout and a random ControlNet for it
 (controlnet_assets.py), because ControlNet builds every SD1 control model with that layout.
@@ -118,3 +119,28 @@ def test_after_controlnet_the_graph_replays_again_and_changes_no_pixel(server, c
     assert str(params_of(fast)["Speedkit CUDA graph"]) == "True"
     assert graph_calls(status(server)["last_generation"]["passes"]) == (STEPS, 0)
     assert pixels(fast) == stock
+
+
+def deepcache_with(switches: list, interval: int = 2) -> dict:
+    return speedkit(*switches, "Custom", interval)
+
+
+def test_with_a_control_unit_deepcache_steps_aside_with_a_note_and_the_image_is_the_webui_s(server, control_model):
+    """ControlNet adds its residuals inside its own UNet forward: DeepCache's steps would drop them."""
+    stock = txt2img(server, controlnet_unit(control_model))
+    cached = txt2img(server, {**deepcache_with(GRAPH), **cpu_graphs(), **controlnet_unit(control_model)})
+    params = params_of(cached)
+    assert "Speedkit DeepCache" not in params
+    assert (
+        "DeepCache not used for this pass: another extension replaced the UNet's forward (" in params["Speedkit note"]
+    )
+    assert "forward_webui" in params["Speedkit note"]
+    assert pixels(cached) == pixels(stock)
+    assert status(server)["last_generation"]["passes"][0]["deepcache"] is None
+
+
+def test_after_controlnet_deepcache_runs_again(server, control_model):
+    txt2img(server, {**deepcache_with(GRAPH), **cpu_graphs(), **controlnet_unit(control_model)})
+    cached = txt2img(server, {**deepcache_with(GRAPH), **cpu_graphs()})
+    assert str(params_of(cached)["Speedkit DeepCache"]) == "2"
+    assert status(server)["last_generation"]["passes"][0]["deepcache"] == {"full": STEPS // 2, "shallow": STEPS // 2}
