@@ -197,7 +197,7 @@ def run(ns) -> int:
             overrides = {**overrides, **scale.get("hires" if overrides.get("hires") else "bench", {})}
             began = time.monotonic()
             try:
-                record = measure(server, name, overrides, configurations, runs, out / "images")
+                record = measure(server, name, overrides, configurations, runs, Path(ns.images or out / "images"))
             except (urllib.error.URLError, OSError, KeyError, ValueError) as error:
                 detail = (
                     error.read().decode(errors="replace")[:1500] if isinstance(error, urllib.error.HTTPError) else ""
@@ -228,6 +228,7 @@ def main() -> int:
     parser.add_argument("--out", default="deepcache-out")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--runs-large", type=int, default=3, help="runs of batch 4, 1024² and hires")
+    parser.add_argument("--images", help="where the images go (default: OUT/images)")
     parser.add_argument("--only", help="comma-separated parts of workload names to run")
     parser.add_argument("--port", type=int, default=7863)
     parser.add_argument("--shrink", action="store_true", help="CPU check of this script: a small SDXL UNet")
