@@ -11,6 +11,8 @@ N; branch 0, no window. Workloads:
   --model sd15   Asuka 512² Euler 28 (every configuration); DPM++ 2M Karras 20, batch 4, 1024²,
                  the LoRA in the prompt and hires fix 512→1024 (stock, lossless, lossless + N=3)
   --model sdxl   SDXL 1024² Euler 20 (every configuration)
+  --options      (SD1.5) Asuka 512² with N=3 on the fast path and a full-step window or a deeper
+                 branch; Heun 14 (two model evaluations per step)
 Orders: steady (each configuration's runs back to back after one warm-up, POST /speedkit/v1/bench)
 and toggle (stock, lossless and lossless + N=3 alternating, one run each).
 
@@ -67,6 +69,23 @@ SD15 = [
     ("hires 512→1024 (whole request)", {"hires": True, "large": True}, few_configurations()),
 ]
 SDXL = [("SDXL 1024², Euler 20", dict(workloads.SDXL_1024), every_configuration())]
+
+
+def option_configurations() -> dict:
+    """N=3 on the fast path with a full-step window or a deeper branch (--options)."""
+    options = {"start 3": {"deepcache_start": 3}, "end 3": {"deepcache_end": 3}}
+    options |= {"start 3, end 3": {"deepcache_start": 3, "deepcache_end": 3}}
+    options |= {f"branch {b}": {"deepcache_branch": b} for b in (1, 3, 6)}
+    configurations = {"stock": STOCK, "lossless": FAST, "lossless + DeepCache N=3": deepcache(3, fast=True)}
+    for label, values in options.items():
+        configurations[f"lossless + DeepCache N=3, {label}"] = args(**LOSSLESS, deepcache_interval=3, **values)
+    return configurations
+
+
+SD15_OPTIONS = [
+    ("Asuka 512², Euler 28: window and branch", {}, option_configurations()),
+    ("512², Heun 14 (two evaluations per step)", {"sampler": "Heun", "steps": 14}, few_configurations()),
+]
 """(name, preset overrides; "hires": through /sdapi/v1/txt2img; "large": --runs-large runs, configurations)"""
 TOGGLED = ("stock", "lossless", "lossless + DeepCache N=3")
 
@@ -181,9 +200,8 @@ def run(ns) -> int:
     server = Server(a1111, work, assets, checkpoint, ns.port, ns.webui_arg or [])
     workloads.link_into_data_dir(server, assets)
     scale = json.loads(ns.scale_overrides) if ns.scale_overrides else {}
-    chosen = [
-        w for w in (SDXL if ns.model == "sdxl" else SD15) if not ns.only or any(p in w[0] for p in ns.only.split(","))
-    ]
+    candidates = SDXL if ns.model == "sdxl" else (SD15_OPTIONS if ns.options else SD15)
+    chosen = [w for w in candidates if not ns.only or any(p in w[0] for p in ns.only.split(","))]
     result = {"command": server.command(), "build_seconds": time.monotonic() - started, "workloads": [], "errors": []}
     try:
         result["startup_seconds"] = server.start()
@@ -228,6 +246,7 @@ def main() -> int:
     parser.add_argument("--out", default="deepcache-out")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--runs-large", type=int, default=3, help="runs of batch 4, 1024² and hires")
+    parser.add_argument("--options", action="store_true", help="SD1.5: N=3 with a window or a deeper branch, Heun")
     parser.add_argument("--images", help="where the images go (default: OUT/images)")
     parser.add_argument("--only", help="comma-separated parts of workload names to run")
     parser.add_argument("--port", type=int, default=7863)
