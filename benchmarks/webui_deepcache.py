@@ -11,8 +11,8 @@ N; branch 0, no window. Workloads:
   --model sd15   Asuka 512² Euler 28 (every configuration); DPM++ 2M Karras 20, batch 4, 1024²,
                  the LoRA in the prompt and hires fix 512→1024 (stock, lossless, lossless + N=3)
   --model sdxl   SDXL 1024² Euler 20 (every configuration)
-  --options      (SD1.5) Asuka 512² with N=3 on the fast path and a full-step window or a deeper
-                 branch; Heun 14 (two model evaluations per step)
+  --options      Asuka 512² (SDXL: 1024²) with N=3 on the fast path and a full-step window or a
+                 deeper branch; SD1.5 also Heun 14 (two model evaluations per step)
 Orders: steady (each configuration's runs back to back after one warm-up, POST /speedkit/v1/bench)
 and toggle (stock, lossless and lossless + N=3 alternating, one run each).
 
@@ -82,6 +82,7 @@ def option_configurations() -> dict:
     return configurations
 
 
+SDXL_OPTIONS = [("SDXL 1024², Euler 20: window and branch", dict(workloads.SDXL_1024), option_configurations())]
 SD15_OPTIONS = [
     ("Asuka 512², Euler 28: window and branch", {}, option_configurations()),
     ("512², Heun 14 (two evaluations per step)", {"sampler": "Heun", "steps": 14}, few_configurations()),
@@ -200,7 +201,10 @@ def run(ns) -> int:
     server = Server(a1111, work, assets, checkpoint, ns.port, ns.webui_arg or [])
     workloads.link_into_data_dir(server, assets)
     scale = json.loads(ns.scale_overrides) if ns.scale_overrides else {}
-    candidates = SDXL if ns.model == "sdxl" else (SD15_OPTIONS if ns.options else SD15)
+    if ns.model == "sdxl":
+        candidates = SDXL_OPTIONS if ns.options else SDXL
+    else:
+        candidates = SD15_OPTIONS if ns.options else SD15
     chosen = [w for w in candidates if not ns.only or any(p in w[0] for p in ns.only.split(","))]
     result = {"command": server.command(), "build_seconds": time.monotonic() - started, "workloads": [], "errors": []}
     try:
@@ -246,7 +250,7 @@ def main() -> int:
     parser.add_argument("--out", default="deepcache-out")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--runs-large", type=int, default=3, help="runs of batch 4, 1024² and hires")
-    parser.add_argument("--options", action="store_true", help="SD1.5: N=3 with a window or a deeper branch, Heun")
+    parser.add_argument("--options", action="store_true", help="N=3 with a window or a deeper branch; SD1.5: Heun")
     parser.add_argument("--images", help="where the images go (default: OUT/images)")
     parser.add_argument("--only", help="comma-separated parts of workload names to run")
     parser.add_argument("--port", type=int, default=7863)
