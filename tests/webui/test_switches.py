@@ -49,7 +49,7 @@ def test_script_info_describes_the_arguments(webui):
     labels = [arg["label"] for arg in ours[0]["args"]]
     assert labels[:3] == ["Speedkit", "Attention backend", "Negative-guidance cutoff"]
     assert len(labels) == 20 and labels[12:15] == ["CUDA graph (fast path)", "Lean step", "Speed mode"]
-    assert labels[15] == "DeepCache: full UNet every N steps (1 = off)"  # settings added later follow the mode
+    assert labels[15] == "DeepCache N (1 = off)"  # settings added later follow the mode
 
 
 def test_kernel_variants_are_registered_as_webui_optimizers(webui, pristine):
