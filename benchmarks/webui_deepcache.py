@@ -32,7 +32,6 @@ import json
 import sys
 import time
 import traceback
-import urllib.error
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -207,38 +206,23 @@ def run(ns) -> int:
         candidates = SD15_OPTIONS if ns.options else SD15
     chosen = [w for w in candidates if not ns.only or any(p in w[0] for p in ns.only.split(","))]
     result = {"command": server.command(), "build_seconds": time.monotonic() - started, "workloads": [], "errors": []}
+
+    def measure_one(workload: tuple) -> dict:
+        name, overrides, configurations = workload
+        runs = ns.runs_large if overrides.get("large") else ns.runs
+        overrides = {k: v for k, v in overrides.items() if k != "large"}
+        overrides = {**overrides, **scale.get("hires" if overrides.get("hires") else "bench", {})}
+        return measure(server, name, overrides, configurations, runs, Path(ns.images or out / "images"))
+
     try:
-        result["startup_seconds"] = server.start()
-        harness.http_json(
-            server.url + "/sdapi/v1/options", {"cross_attention_optimization": workloads.asuka.STOCK_ATTENTION}
-        )
-        harness.http_json(server.url + "/sdapi/v1/refresh-loras", {})
-        for name, overrides, configurations in chosen:
-            runs = ns.runs_large if overrides.get("large") else ns.runs
-            overrides = {k: v for k, v in overrides.items() if k != "large"}
-            overrides = {**overrides, **scale.get("hires" if overrides.get("hires") else "bench", {})}
-            began = time.monotonic()
-            try:
-                record = measure(server, name, overrides, configurations, runs, Path(ns.images or out / "images"))
-            except (urllib.error.URLError, OSError, KeyError, ValueError) as error:
-                detail = (
-                    error.read().decode(errors="replace")[:1500] if isinstance(error, urllib.error.HTTPError) else ""
-                )
-                record = {"workload": name, "error": f"{error!r} {detail}"}
-                result["errors"].append(record["error"])
-            record["seconds"] = time.monotonic() - began
-            result["workloads"].append(record)
-            print(report([record]), flush=True)
-            (out / "results.json").write_text(json.dumps(result, indent=1, default=str))
+        result["startup_seconds"] = workloads.start_with_stock_attention(server)
+        workloads.measure_each(out, result, [(w[0], w) for w in chosen], measure_one, report)
         result["status"] = harness.http_json(server.url + "/speedkit/v1/status")
     except Exception:  # noqa: BLE001 - keep what was measured, report the failure
         result["errors"].append(traceback.format_exc())
         print("ERROR", traceback.format_exc(), server.tail(), flush=True)
     finally:
-        server.stop()
-        (out / "webui.log").write_text(server.log_path.read_text(errors="replace") if server.log_path.exists() else "")
-        (out / "results.json").write_text(json.dumps(result, indent=1, default=str))
-        (out / "report.md").write_text(report(result["workloads"]))
+        workloads.stop_and_save(server, out, result, report(result["workloads"]))
     return 1 if result["errors"] else 0
 
 

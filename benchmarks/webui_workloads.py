@@ -538,46 +538,75 @@ def run(ns) -> int:
         workloads = [w for w in workloads if any(part in w.name for part in ns.only.split(","))]
     scale = json.loads(ns.scale_overrides) if ns.scale_overrides else {}
     result = {"command": server.command(), "build_seconds": build_seconds, "workloads": [], "errors": []}
+
+    def measure_one(workload: Workload) -> dict:
+        runs = ns.runs_large if workload.large else ns.runs
+        workload = Workload(workload.name, {**workload.overrides, **scale.get("bench", {})} if not workload.hires
+                            else {**workload.overrides, **scale.get("hires", {})}, workload.large, workload.hook,
+                            workload.hires)  # fmt: skip
+        record = measure(server, workload, runs)
+        if workload.lora:
+            record["after_the_lora"] = after_the_lora(server, workload, runs)
+        record["images"] = sample_images(server, workload, record["overrides"], out / "images")
+        return record
+
     try:
-        result["startup_seconds"] = server.start()
-        harness.http_json(server.url + "/sdapi/v1/options", {"cross_attention_optimization": asuka.STOCK_ATTENTION})
-        harness.http_json(server.url + "/sdapi/v1/refresh-loras", {})
-        for workload in workloads:
-            runs = ns.runs_large if workload.large else ns.runs
-            workload = Workload(workload.name, {**workload.overrides, **scale.get("bench", {})} if not workload.hires
-                                else {**workload.overrides, **scale.get("hires", {})}, workload.large, workload.hook,
-                                workload.hires)  # fmt: skip
-            began = time.monotonic()
-            try:
-                record = measure(server, workload, runs)
-                if workload.lora:
-                    record["after_the_lora"] = after_the_lora(server, workload, runs)
-                record["images"] = sample_images(server, workload, record["overrides"], out / "images")
-            except (urllib.error.URLError, OSError, KeyError, ValueError) as error:
-                detail = (
-                    error.read().decode(errors="replace")[:1500] if isinstance(error, urllib.error.HTTPError) else ""
-                )
-                record = {"workload": workload.name, "error": f"{error!r} {detail}"}
-                result["errors"].append(record["error"])
-            record["seconds"] = time.monotonic() - began
-            result["workloads"].append(record)
-            print(markdown([record]), flush=True)
-            (out / "results.json").write_text(json.dumps(result, indent=1, default=str))
+        result["startup_seconds"] = start_with_stock_attention(server)
+        measure_each(out, result, [(w.name, w) for w in workloads], measure_one, markdown)
         result["status"] = harness.http_json(server.url + "/speedkit/v1/status")
     except Exception:  # noqa: BLE001 - keep what was measured, report the failure
         result["errors"].append(traceback.format_exc())
         print("ERROR", traceback.format_exc(), server.tail(), flush=True)
     finally:
-        server.stop()
-        (out / "webui.log").write_text(server.log_path.read_text(errors="replace") if server.log_path.exists() else "")
-        (out / "results.json").write_text(json.dumps(result, indent=1, default=str))
         images = "".join(image_line(record) for record in result["workloads"])
         paired = "".join(paired_line(record) for record in result["workloads"] if "error" not in record)
         report = markdown(result["workloads"]) + after_lora_markdown(result["workloads"])
         report += "\nToggle order, paired ratios:\n" + paired if paired else ""
         images = "\nOne image per configuration (images/):\n" + images if images else ""
-        (out / "report.md").write_text(report + images)
+        stop_and_save(server, out, result, report + images)
     return 1 if result["errors"] else 0
+
+
+def start_with_stock_attention(server: Server) -> float:
+    """Start the WebUI with "sdp - scaled dot product" (stock) and the LoRAs listed; its startup seconds."""
+    seconds = server.start()
+    harness.http_json(server.url + "/sdapi/v1/options", {"cross_attention_optimization": asuka.STOCK_ATTENTION})
+    harness.http_json(server.url + "/sdapi/v1/refresh-loras", {})
+    return seconds
+
+
+def measure_each(out: Path, result: dict, items: list, measure_one, render) -> None:
+    """`measure_one(item)` for each (name, item): its record (with its seconds) or the error's, printed
+    with `render` and saved to results.json after each, so that a run cut short keeps what it had."""
+    for name, item in items:
+        began = time.monotonic()
+        try:
+            record = measure_one(item)
+        except MEASUREMENT_ERRORS as error:
+            record = error_record(name, error)
+            result["errors"].append(record["error"])
+        record["seconds"] = time.monotonic() - began
+        result["workloads"].append(record)
+        print(render([record]), flush=True)
+        (out / "results.json").write_text(json.dumps(result, indent=1, default=str))
+
+
+MEASUREMENT_ERRORS = (urllib.error.URLError, OSError, KeyError, ValueError)
+"""What a workload's measurement may fail with: the record says so and the next workload runs."""
+
+
+def error_record(name: str, error: BaseException) -> dict:
+    """A workload's record when its measurement failed (an HTTP error's body included)."""
+    detail = error.read().decode(errors="replace")[:1500] if isinstance(error, urllib.error.HTTPError) else ""
+    return {"workload": name, "error": f"{error!r} {detail}"}
+
+
+def stop_and_save(server: Server, out: Path, result: dict, report: str) -> None:
+    """Stop the WebUI and write its log, results.json and report.md into `out`."""
+    server.stop()
+    (out / "webui.log").write_text(server.log_path.read_text(errors="replace") if server.log_path.exists() else "")
+    (out / "results.json").write_text(json.dumps(result, indent=1, default=str))
+    (out / "report.md").write_text(report)
 
 
 def after_lora_markdown(results: list[dict]) -> str:

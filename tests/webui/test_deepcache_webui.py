@@ -14,6 +14,7 @@ import json
 import pytest
 from harness import http_json
 from helpers import (
+    BASE_REQUEST,
     GRAPH,
     STEPS,
     assert_restored,
@@ -86,6 +87,22 @@ def test_the_hires_pass_takes_its_own_interval(webui, pristine):
     txt2img(webui, deepcache(1, hr_interval=3), **HIRES)
     first, hires = deepcache_counts(status(webui)["last_generation"]["passes"])
     assert first is None and hires["shallow"] > 0 and hires["full"] > 0
+
+
+def test_img2img_counts_the_steps_it_runs(webui, pristine):
+    """img2img runs fewer steps than asked (denoising 0.5: the last half): DeepCache counts the
+    denoiser's own steps, so every other one of those is shallow, starting with a full one."""
+    request = {**BASE_REQUEST, "init_images": [txt2img(webui)["images"][0]], "denoising_strength": 0.5}
+    stock = post(webui, "/sdapi/v1/img2img", request)[1]
+    code, body = post(webui, "/sdapi/v1/img2img", {**request, "alwayson_scripts": deepcache(2)})
+    assert code == 200, body
+    assert str(params_of(body)["Speedkit DeepCache"]) == "2"
+    (counts,) = deepcache_counts(status(webui)["last_generation"]["passes"])
+    ran = counts["full"] + counts["shallow"]
+    assert ran < STEPS and counts == {"full": (ran + 1) // 2, "shallow": ran // 2}
+    assert pixels(body) != pixels(stock)
+    assert pixels(post(webui, "/sdapi/v1/img2img", request)[1]) == pixels(stock)
+    assert_restored(webui, pristine)
 
 
 def test_a_hires_interval_without_hires_fix_is_not_claimed(webui, pristine):
