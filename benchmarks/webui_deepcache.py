@@ -13,6 +13,8 @@ N; branch 0, no window. Workloads:
   --model sdxl   SDXL 1024² Euler 20 (every configuration)
   --options      Asuka 512² (SDXL: 1024²) with N=3 on the fast path and a full-step window or a
                  deeper branch; SD1.5 also Heun 14 (two model evaluations per step)
+  --compiled     the compiled UNet (#13) on the fast path (SD1.5 also with DeepCache N=3); the
+                 seconds of graph captures in each configuration's warm-up include its compiles
 Orders: steady (each configuration's runs back to back after one warm-up, POST /speedkit/v1/bench)
 and toggle (stock, lossless and lossless + N=3 alternating, one run each).
 
@@ -87,7 +89,22 @@ SD15_OPTIONS = [
     ("512², Heun 14 (two evaluations per step)", {"sampler": "Heun", "steps": 14}, few_configurations()),
 ]
 """(name, preset overrides; "hires": through /sdapi/v1/txt2img; "large": --runs-large runs, configurations)"""
-TOGGLED = ("stock", "lossless", "lossless + DeepCache N=3")
+TOGGLED = ("stock", "lossless", "lossless + DeepCache N=3", "lossless + compiled")
+"""The configurations the toggle order alternates (those a workload has)."""
+
+
+def compiled_configurations(with_deepcache: bool) -> dict:
+    """The compiled UNet (issue #13) on the fast path, and with DeepCache N=3 on top (--compiled)."""
+    configurations = {"stock": STOCK, "lossless": FAST, "lossless + compiled": args(**LOSSLESS, compile_unet=True)}
+    if with_deepcache:
+        configurations["lossless + compiled + DeepCache N=3"] = args(
+            **LOSSLESS, compile_unet=True, deepcache_interval=3
+        )
+    return configurations
+
+
+SD15_COMPILED = [("Asuka 512², Euler 28: compiled", {}, compiled_configurations(with_deepcache=True))]
+SDXL_COMPILED = [("SDXL 1024², Euler 20: compiled", dict(workloads.SDXL_1024), compiled_configurations(False))]
 
 
 def one(server: Server, overrides: dict, speedkit, runs: int, warmup: int, label: str) -> dict:
@@ -134,13 +151,16 @@ def images(server: Server, name: str, overrides: dict, configurations: dict, fol
 def measure(server: Server, name: str, overrides: dict, configurations: dict, runs: int, folder: Path) -> dict:
     if overrides.get("prompt") == "LORA":
         overrides = {**overrides, "prompt": f"{workloads.LORA_PROMPT_TAG} {workloads.asuka_prompts()['prompt']}"}
-    steady = {
-        label: one(server, overrides, speedkit, runs, 1, f"{name}: {label}")
-        for label, speedkit in configurations.items()
-    }
-    toggle = {label: [] for label in TOGGLED}
+    steady = {}
+    for label, speedkit in configurations.items():
+        before = graph_totals(server)
+        steady[label] = one(server, overrides, speedkit, runs, 1, f"{name}: {label}")
+        after = graph_totals(server)  # the warm-up's captures (and compiles) included
+        steady[label]["capture_seconds"] = round(after["capture_seconds"] - before["capture_seconds"], 2)
+    toggled = [label for label in TOGGLED if label in configurations]
+    toggle = {label: [] for label in toggled}
     for _ in range(runs):
-        for label in TOGGLED:
+        for label in toggled:
             toggle[label].append(one(server, overrides, configurations[label], 1, 0, f"{name}: {label} (toggle)"))
     return {
         "workload": name,
@@ -149,6 +169,15 @@ def measure(server: Server, name: str, overrides: dict, configurations: dict, ru
         "toggle": workloads.merge(toggle),
         "images": images(server, name, overrides, configurations, folder),
     }
+
+
+def calls_and_captures(record: dict) -> str:
+    captures = f"captures {record['capture_seconds']} s" if record.get("capture_seconds") else ""
+    return "; ".join(part for part in (deepcache_calls(record), captures) if part)
+
+
+def graph_totals(server: Server) -> dict:
+    return harness.http_json(server.url + "/speedkit/v1/status")["cuda_graph"]["totals"]
 
 
 def deepcache_calls(record: dict) -> str:
@@ -180,7 +209,7 @@ def report(results: list[dict]) -> str:
                 lines.append(
                     f"| {result['workload']} | {order} | {label} | {value:.3f} {unit} ({spread}) | "
                     f"{faster / stock:.2f} | {faster / lossless:.2f} | "
-                    f"{diff.get('max_abs', '')}, {psnr} | {deepcache_calls(record)} | {claims} |"
+                    f"{diff.get('max_abs', '')}, {psnr} | {calls_and_captures(record)} | {claims} |"
                 )
     return "\n".join(lines) + "\n"
 
@@ -200,7 +229,9 @@ def run(ns) -> int:
     server = Server(a1111, work, assets, checkpoint, ns.port, ns.webui_arg or [])
     workloads.link_into_data_dir(server, assets)
     scale = json.loads(ns.scale_overrides) if ns.scale_overrides else {}
-    if ns.model == "sdxl":
+    if ns.compiled:
+        candidates = SDXL_COMPILED if ns.model == "sdxl" else SD15_COMPILED
+    elif ns.model == "sdxl":
         candidates = SDXL_OPTIONS if ns.options else SDXL
     else:
         candidates = SD15_OPTIONS if ns.options else SD15
@@ -235,6 +266,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--runs-large", type=int, default=3, help="runs of batch 4, 1024² and hires")
     parser.add_argument("--options", action="store_true", help="N=3 with a window or a deeper branch; SD1.5: Heun")
+    parser.add_argument("--compiled", action="store_true", help="the compiled UNet (#13): 512² or SDXL 1024²")
     parser.add_argument("--images", help="where the images go (default: OUT/images)")
     parser.add_argument("--only", help="comma-separated parts of workload names to run")
     parser.add_argument("--port", type=int, default=7863)

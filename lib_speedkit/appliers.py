@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from .apply import Applier, replaced_forwards_reason
+from .compiled import Compiler, apply_compiled
 from .cuda_graph import GraphCache, apply_cuda_graph, graph_support
 from .deepcache import StepClock, apply_deepcache
 from .errors import BackendUnavailable, FeatureSkipped, SpeedkitError
@@ -55,6 +56,9 @@ class HostHooks:
     # DeepCache: why this pass must run the UNet's own forward, and the step of each UNet call
     deepcache_blocker: Callable[[], str | None] = lambda: None
     deepcache_clock: StepClock | None = None
+    # compiled UNet: why it cannot run here, and what compiles (None: nothing can)
+    compile_blocker: Callable[[], str | None] = lambda: "this host does not compile"
+    compiler: Compiler | None = None
 
 
 def attention_by_title(hooks: HostHooks) -> Applier:
@@ -143,6 +147,16 @@ def lean_step(hooks: HostHooks) -> Applier:
     return apply
 
 
+def compile_unet(hooks: HostHooks) -> Applier:
+    def apply(unet: torch.nn.Module, _plan: SpeedPlan) -> Undo:
+        reason = hooks.compile_blocker() if hooks.compiler is not None else "this host does not compile"
+        if reason is not None:
+            raise FeatureSkipped(f"compiled UNet not used for this pass: {reason}")
+        return apply_compiled(unet, hooks.compiler)
+
+    return apply
+
+
 def deepcache(hooks: HostHooks) -> Applier:
     def apply(unet: torch.nn.Module, plan: SpeedPlan) -> Undo:
         if plan.deepcache.caches:
@@ -162,6 +176,7 @@ def host_appliers(hooks: HostHooks) -> dict[str, Applier]:
         "tome": lambda unet, plan: apply_tome(unet, plan.tome),
         "cutoff": cutoff(hooks),
         "cuda_graph": cuda_graph(hooks),
+        "compile": compile_unet(hooks),
         "lean_step": lean_step(hooks),
         "deepcache": deepcache(hooks),
     }

@@ -7,7 +7,7 @@ through its CFG denoiser, the lean step around its Lora built-in, graphs keyed o
 Whatever the appliers, the engine owns the order, the undo and the rollback:
 
   * generation features (`channels_last`, `attention`, `tome`, `cutoff`) are applied once, by
-    `apply_plan`; pass features (`cuda_graph`, `lean_step`, `deepcache`) for one sampling pass at
+    `apply_plan`; pass features (`cuda_graph`, `compile`, `lean_step`, `deepcache`) for one sampling pass at
     a time, by `AppliedPlan.begin_pass` / `end_pass` (whether they can run depends on that pass:
     its LoRAs, its shape, hires or not), and taken off in reverse order (DeepCache rides on the
     graph's forward);
@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable, Mapping
 import torch
 
 from .attention import active_backend, apply_attention
+from .compiled import Compiler, apply_compiled, compile_support
 from .cuda_graph import GraphCache, apply_cuda_graph, graph_support, instance_forwards, module_fingerprint
 from .deepcache import StepClock, apply_deepcache
 from .errors import FeatureSkipped
@@ -38,7 +39,7 @@ from .tome import apply_tome, tome_settings_key
 from .undo import SLOTS, Undo, UndoStack
 
 GENERATION_FEATURES = ("channels_last", "attention", "tome", "cutoff")
-PASS_FEATURES = ("cuda_graph", "lean_step", "deepcache")
+PASS_FEATURES = ("cuda_graph", "compile", "lean_step", "deepcache")
 FEATURES = GENERATION_FEATURES + PASS_FEATURES
 
 Applier = Callable[[torch.nn.Module, SpeedPlan], Undo]
@@ -166,11 +167,15 @@ def code_name(function: object) -> str:
 
 
 def library_appliers(
-    compute_dtype: torch.dtype | None = None, graphs: GraphCache | None = None, clock: StepClock | None = None
+    compute_dtype: torch.dtype | None = None,
+    graphs: GraphCache | None = None,
+    clock: StepClock | None = None,
+    compiler: Compiler | None = None,
 ) -> dict[str, Applier]:
     """Appliers that patch an ldm/sgm UNet directly (no host). `graphs`: the cache CUDA graphs
     go to (default: a new one for this plan); `clock`: DeepCache's step of each UNet call
-    (default: every call is a step)."""
+    (default: every call is a step); `compiler`: what compiles the UNet (default: inductor, where
+    it can run)."""
 
     def cuda_graph(unet: torch.nn.Module, _plan: SpeedPlan) -> Undo:
         cache = graphs if graphs is not None else GraphCache()
@@ -182,12 +187,19 @@ def library_appliers(
     def lean_step(_unet: torch.nn.Module, _plan: SpeedPlan) -> Undo:
         raise FeatureSkipped("the lean step bypasses the WebUI's Lora built-in, which only the WebUI has")
 
+    def compile_unet(unet: torch.nn.Module, _plan: SpeedPlan) -> Undo:
+        reason = compile_support() if compiler is None else None
+        if reason is not None:
+            raise FeatureSkipped(f"compiled UNet not used for this pass: {reason}")
+        return apply_compiled(unet, compiler or Compiler())
+
     return {
         "channels_last": lambda unet, plan: apply_channels_last(unet, True),
         "attention": lambda unet, plan: apply_attention(unet, plan.attention.backend, compute_dtype),
         "tome": lambda unet, plan: apply_tome(unet, plan.tome),
         "cutoff": lambda unet, plan: Undo.nothing("cutoff: a policy the CFG denoiser reads"),
         "cuda_graph": cuda_graph,
+        "compile": compile_unet,
         "lean_step": lean_step,
         "deepcache": lambda unet, plan: apply_deepcache(unet, plan.deepcache, clock),
     }

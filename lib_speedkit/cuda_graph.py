@@ -431,6 +431,7 @@ class GraphCache:
         self.failed: dict[Hashable, str] = {}
         self.last_failure: str | None = None  # the reason of the newest failed capture
         self.stats = GraphStats()
+        self.before_capture: Callable[[Callable, tuple], None] | None = None  # a host's progress text
 
     def __len__(self) -> int:
         return len(self.graphs)
@@ -473,6 +474,8 @@ class GraphCache:
         return _clone_output(captured.output)
 
     def _capture(self, forward: Callable, key: Hashable, args: tuple, kwargs: dict) -> CapturedCall | None:
+        if self.before_capture is not None:
+            self.before_capture(forward, args)
         started = time.perf_counter()
         try:
             captured = self._capture_once(forward, args, kwargs)
@@ -547,10 +550,18 @@ class GraphedForward:
     Once a capture fails it steps aside for the rest of its life (a host applies it per sampling
     pass): later calls go straight to the eager forward, with no key work, counted by reason."""
 
-    def __init__(self, module: torch.nn.Module, cache: GraphCache, context_key: Callable[[], Hashable]):
+    def __init__(
+        self,
+        module: torch.nn.Module,
+        cache: GraphCache,
+        context_key: Callable[[], Hashable],
+        compiler: Callable[[torch.nn.Module, Hashable, Callable], Callable] | None = None,
+    ):
+        self.module = module
         self.eager_forward = type(module).forward.__get__(module)
         self.cache = cache
         self.context_key = context_key
+        self.compiler = compiler  # (module, what, forward) -> its compiled version (compiled.Compiler)
         self.gave_up: str | None = None
 
     speedkit_wrapper = "speedkit-graph"
@@ -563,6 +574,9 @@ class GraphedForward:
         shallow step: `tag` names it, None for the module's forward) through the cache."""
         if self.gave_up is not None:
             return self.cache._eager(forward, args, kwargs, self.gave_up)
+        if self.compiler is not None:  # the compiled kernels are what the graph captures
+            forward = self.compiler(self.module, tag or "forward", forward)
+            tag = ("compiled", tag)
         failures = self.cache.stats.failed_captures
         key = self.context_key() if tag is None else (self.context_key(), tag)
         output = self.cache.call(forward, key, args, kwargs)
@@ -574,14 +588,18 @@ class GraphedForward:
 
 
 def apply_cuda_graph(
-    module: torch.nn.Module, cache: GraphCache, context_key: Hashable | Callable[[], Hashable] = None
+    module: torch.nn.Module,
+    cache: GraphCache,
+    context_key: Hashable | Callable[[], Hashable] = None,
+    compiler: Callable[[torch.nn.Module, Hashable, Callable], Callable] | None = None,
 ) -> Undo:
     """Route `module`'s forward through `cache` until the undo runs.
 
     `context_key`: a value (or a function returning it per call) naming the state the graph
-    cannot see; graphs captured under another key are never replayed. Refuses (SpeedkitError)
-    when something else already replaced the module's forward on the instance (e.g. ControlNet):
-    its forward would not be what the graph captures.
+    cannot see; graphs captured under another key are never replayed. `compiler`: graphs capture
+    the compiled forward it gives (compiled.Compiler), keyed apart from uncompiled graphs.
+    Refuses (SpeedkitError) when something else already replaced the module's forward on the
+    instance (e.g. ControlNet): its forward would not be what the graph captures.
     """
     existing = module.__dict__.get("forward")
     if isinstance(existing, GraphedForward):
@@ -590,7 +608,7 @@ def apply_cuda_graph(
     elif existing is not None and not is_class_forward(module, existing):
         raise SpeedkitError(f"the {type(module).__name__}'s forward is already replaced by another extension")
     key_function = context_key if callable(context_key) else (lambda: context_key)
-    graphed = GraphedForward(module, cache, key_function)
+    graphed = GraphedForward(module, cache, key_function, compiler)
     module.forward = graphed
 
     def remove() -> None:

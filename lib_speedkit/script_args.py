@@ -31,6 +31,7 @@ from .plan import (
     TOME_MAX_STRIDE,
     AttentionConfig,
     ChannelsLastConfig,
+    CompileConfig,
     CudaGraphConfig,
     DeepCacheConfig,
     GuidanceCutoffConfig,
@@ -304,11 +305,24 @@ SCRIPT_ARGS: tuple[ScriptArg, ...] = (
         axis="DeepCache full steps at end",
         plan_field="deepcache.end",
     ),
+    ScriptArg(
+        "compile_unet",
+        bool,
+        False,
+        "Compile UNet (with CUDA graph)",
+        "torch.compile (inductor) the UNet per shape, replayed from the CUDA graphs (needs cuda_graph, triton)",
+        "checkbox",
+        row="fast path",
+        info="first image per size compiles (~1 min); fp16-noise differences",
+        axis="Compile UNet",
+        plan_field="compile.enabled",
+    ),
 )
 ARG_NAMES = tuple(arg.name for arg in SCRIPT_ARGS)
 MODE_INDEX = ARG_NAMES.index("mode")
-"""The mode's API position (14). Settings added later (DeepCache) come after it, so clients that
-send 15 values keep their meaning and clients that send fewer get `Custom` and the defaults."""
+"""The mode's API position (14). Settings added later (DeepCache, the compiled UNet) come after it,
+so clients that send 15 values keep their meaning and clients that send fewer get `Custom` and the
+defaults."""
 ARGS_BY_NAME = {arg.name: arg for arg in SCRIPT_ARGS}
 MODE_SWITCHES = tuple(arg.name for arg in SCRIPT_ARGS if arg.name not in ("enabled", "mode"))
 """What a named mode decides (everything but the accordion itself and the mode)."""
@@ -432,6 +446,7 @@ def _build_plan(values: Mapping[str, object], image_seed: int | None) -> SpeedPl
             end=values["deepcache_end"],
             hr_interval=values["deepcache_hr_interval"],
         ),
+        compile=CompileConfig(values["compile_unet"]),
     )
 
 

@@ -5,7 +5,9 @@ host's parts played by small honest fakes.
   that backend to the UNet (as the WebUI's optimizers patch CrossAttention.forward);
 * the Lora built-in: wrappers on torch.nn.Linear/Conv2d.forward that count their calls (as the
   built-in's network_*_forward wrap every layer); `networks_loaded` blocks the lean step;
-* CUDA graphs: the freezing stand-in capturer of test_cuda_graph.
+* CUDA graphs: the freezing stand-in capturer of test_cuda_graph;
+* the compiler: one that records what it was given and returns it unchanged (torch.compile's
+  inductor needs a GPU; its numerics are measured on one, docs/BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import torch
 
 from lib_speedkit.appliers import HostHooks
 from lib_speedkit.attention import BACKENDS, apply_attention
+from lib_speedkit.compiled import Compiler
 from lib_speedkit.cuda_graph import GraphCache, module_fingerprint
 from lib_speedkit.errors import BackendUnavailable
 from lib_speedkit.tome import tome_settings_key
@@ -41,9 +44,19 @@ class FakeHost:
     networks_loaded: bool = False
     wrapper_calls: list[str] = field(default_factory=list)
     cutoff_threshold: list[float] = field(default_factory=list)  # the host part of a sigma cutoff
+    compiled: list = field(default_factory=list)  # the forwards the host's compiler was given
+    compiler: Compiler = None
     _attention_undo: Undo | None = None
     _originals: dict[type, object] = field(default_factory=dict)
     _wrappers: dict[type, object] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.compiler is None:
+            self.compiler = Compiler(compile_fn=self._record_compile)
+
+    def _record_compile(self, forward):
+        self.compiled.append(forward)
+        return forward
 
     # -- the Lora built-in's class-level wrappers
     def install_wrappers(self) -> None:
@@ -100,4 +113,6 @@ class FakeHost:
             forward_keyed=lambda name, forward: False,
             lean_blocker=lambda: "networks loaded" if self.networks_loaded else None,
             wrapped_forwards=lambda: [(cls, self._wrappers[cls], self._originals[cls]) for cls in self._originals],
+            compile_blocker=lambda: None,
+            compiler=self.compiler,
         )

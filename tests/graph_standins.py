@@ -34,7 +34,8 @@ class FrozenCall:
 
         # Weights become constants of the recording that alias their storage (as a graph reads
         # weights by address); jit.trace refuses to do that for tensors that require grad.
-        module = getattr(forward, "__self__", None) or getattr(forward, "unet", None)  # DeepCache's steps hold it
+        target = getattr(forward, "original", forward)  # a compiled forward keeps its original
+        module = getattr(target, "__self__", None) or getattr(target, "unet", None)  # DeepCache's steps hold it
         params = [p for p in module.parameters() if p.requires_grad] if module is not None else []
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # TracerWarning: Python values are frozen, which is the point

@@ -18,6 +18,7 @@ from lib_speedkit.memory_format import is_channels_last
 from lib_speedkit.plan import (
     AttentionConfig,
     ChannelsLastConfig,
+    CompileConfig,
     CudaGraphConfig,
     DeepCacheConfig,
     GuidanceCutoffConfig,
@@ -156,6 +157,7 @@ HOST_PLAN = SpeedPlan(
     cuda_graph=CudaGraphConfig(True),
     lean_step=LeanStepConfig(True),
     deepcache=DeepCacheConfig(interval=2),
+    compile=CompileConfig(True),
 )
 
 
@@ -176,6 +178,7 @@ def test_the_host_path_applies_each_pass_and_restores_the_host_and_the_unet(unet
             with torch.no_grad():
                 unet_output(unet)
             assert host.wrapper_calls == []  # the lean step bypassed the wrappers
+            assert len(host.compiled) == 1  # DeepCache's full step, compiled once for both passes
             applied.end_pass()
             assert "forward" not in unet.__dict__ and torch.nn.Linear.forward is host._wrappers[torch.nn.Linear]
     assert_clean(unet, before)
@@ -187,10 +190,11 @@ def test_a_pass_with_networks_loaded_skips_the_pass_features_with_the_reason(une
     host.networks_loaded = True
     with apply_plan(unet, HOST_PLAN, appliers=host_appliers(host.hooks()), features=GENERATION_FEATURES) as applied:
         applied.begin_pass()
-        assert not {"cuda_graph", "lean_step"} & applied.applied
+        assert not {"cuda_graph", "compile", "lean_step"} & applied.applied
         assert "deepcache" in applied.applied  # DeepCache does not read the networks
         assert applied.skipped == {
             "cuda_graph": "CUDA graph not used for this pass: networks loaded",
+            "compile": "compiled UNet not used for this pass: the CUDA graph is not used (see its note)",
             "lean_step": "lean step off for this pass: networks loaded",
         }
 

@@ -157,3 +157,16 @@ def test_a_stride_split_by_the_webuis_parser_is_read_back():
     params = {"Speedkit ToMe": "0.4", "Speedkit ToMe stride-1": "2", "Speedkit ToMe stride-2": "1"}
     parsed = parse_infotext(params)
     assert parsed.problems == () and (parsed.plan.tome.sx, parsed.plan.tome.sy) == (2, 1)
+
+
+def test_a_compiled_unet_without_the_cuda_graph_is_refused_and_pasted_as_a_problem():
+    from lib_speedkit.plan import CompileConfig, CudaGraphConfig
+
+    with pytest.raises(PlanError, match=r"compile\.enabled: True is not allowed; expected only with cuda_graph on"):
+        SpeedPlan(compile=CompileConfig(True))
+    both = SpeedPlan(cuda_graph=CudaGraphConfig(True), compile=CompileConfig(True))
+    assert format_infotext(both)["Speedkit compiled UNet"] == "True"
+    assert parse_infotext(format_infotext(both)).plan == both
+    alone = parse_infotext({"Speedkit compiled UNet": "True"})
+    assert not alone.plan.compile.enabled
+    assert alone.problems == ("Speedkit compiled UNet: only with Speedkit CUDA graph: True",)

@@ -40,12 +40,23 @@ def test_argument_order_is_the_documented_api_order():
         "deepcache_hr_interval",
         "deepcache_start",
         "deepcache_end",
+        "compile_unet",
     )
 
 
 def test_clients_sending_the_fifteen_args_of_the_previous_version_get_deepcache_off():
     plan = plan_from_args([True, "sdp", "off", 0.75, 0, 0, 1, 2, 2, False, -1, False, True, True, "Custom"])
     assert plan.cuda_graph.enabled and not plan.deepcache.enabled
+
+
+def test_the_compiled_unet_rides_on_the_cuda_graph_and_says_so_when_asked_alone():
+    plan = plan_from_args(DEFAULT_ARGS, {"cuda_graph": True, "compile_unet": True})
+    assert plan.compile.enabled and plan.cuda_graph.enabled
+    assert args_from_plan(plan)[ARG_NAMES.index("compile_unet")] is True
+    assert plan_from_args(args_from_plan(plan)) == plan
+    expected = r"compile_unet \(args\[20\]\): True is not allowed; expected only with cuda_graph on"
+    with pytest.raises(PlanError, match=expected):
+        plan_from_args(DEFAULT_ARGS, {"compile_unet": True})
 
 
 def test_deepcache_args_become_its_config_and_bad_values_name_the_argument():
@@ -108,7 +119,7 @@ def test_the_largest_tome_seed_really_seeds_torch():
 
 
 def test_too_many_values_are_refused():
-    with pytest.raises(PlanError, match="at most 20 values"):
+    with pytest.raises(PlanError, match="at most 21 values"):
         plan_from_args([*DEFAULT_ARGS, 1])
 
 

@@ -140,6 +140,7 @@ def test_pasting_speedkit_infotext_restores_every_control():
         "Speedkit DeepCache start": "2",
         "Speedkit DeepCache end": "1",
         "Speedkit DeepCache hr": "1",
+        "Speedkit compiled UNet": "True",
     }
     values = {name: pasted_value(name, params) for name in ARG_NAMES}
     assert values == {
@@ -163,6 +164,7 @@ def test_pasting_speedkit_infotext_restores_every_control():
         "deepcache_hr_interval": 1,
         "deepcache_start": 2,
         "deepcache_end": 1,
+        "compile_unet": True,
     }
 
 

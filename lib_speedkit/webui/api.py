@@ -13,7 +13,7 @@ from ..cuda_graph import graphed_forward_of
 from ..deepcache import deepcache_forward_of
 from ..memory_format import is_channels_last
 from ..tome import has_tome_patch
-from . import attention, bench, fast_path, hooks, slim
+from . import attention, bench, compiled, fast_path, hooks, slim
 from .access import add_route
 
 
@@ -46,6 +46,7 @@ def status() -> dict:
             "budget_mb": None if fast_path.GRAPHS.max_bytes is None else fast_path.GRAPHS.max_bytes // 2**20,
             "totals": fast_path.GRAPHS.stats.as_json(),
         },
+        "compiled_unet": compiled.status(fast_path.GRAPHS),
         "lean_step_active": lean_step_active(),
         "deepcache_active": bool(unet is not None and deepcache_forward_of(unet) is not None),
         "generation_active": hooks.active(),

@@ -14,6 +14,7 @@ import torch
 from modules import devices, sd_hijack, shared
 
 from .. import attention as attention_lib
+from ..compiled import compile_support
 from ..cuda_graph import graph_support
 from ..errors import BackendUnavailable
 from ..plan import ATTENTION_CHOICES, KEEP, canonical_backend_name
@@ -25,6 +26,7 @@ FORGE_NOTE = (
     "sampling function, so Speedkit's attention and guidance-cutoff choices are disabled here."
 )
 GRAPH_SWITCH = "cuda_graph"
+COMPILE_SWITCH = "compile_unet"
 """Key of the CUDA-graph switch in `unavailable_switches()` (beside the backend names)."""
 
 
@@ -64,6 +66,9 @@ def unavailable_switches() -> dict[str, str]:
     torch_reason = graph_support("cpu")
     if torch_reason is not None:
         reasons[GRAPH_SWITCH] = torch_reason
+    compile_reason = compile_support()
+    if compile_reason is not None:
+        reasons[COMPILE_SWITCH] = compile_reason
     if is_forge():
         reasons["cutoff_mode"] = FORGE_NOTE
     return reasons

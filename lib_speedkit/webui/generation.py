@@ -21,9 +21,17 @@ from ..apply import GENERATION_FEATURES, PASS_FEATURES, AppliedPlan, apply_plan
 from ..cuda_graph import MIN_TORCH, graph_support
 from ..deepcache import deepcache_forward_of
 from ..errors import SpeedkitError
-from ..plan import INFOTEXT_FEATURES, KEY_CUDA_GRAPH, KEY_LEAN_STEP, SpeedPlan, TokenMergingConfig, format_infotext
+from ..plan import (
+    INFOTEXT_FEATURES,
+    KEY_COMPILE,
+    KEY_CUDA_GRAPH,
+    KEY_LEAN_STEP,
+    SpeedPlan,
+    TokenMergingConfig,
+    format_infotext,
+)
 from ..undo import Undo
-from . import attention, cutoff, deepcache, fast_path
+from . import attention, compiled, cutoff, deepcache, fast_path
 from .attention import FORGE_NOTE, is_forge
 from .hypertile import is_hypertile_forward
 from .record import GenerationRecord, GraphCalls, deepcache_totals
@@ -72,6 +80,9 @@ class Generation:
         self.graph_calls = GraphCalls()
         self.pass_graph_before: dict | None = None
         self.steps = deepcache.DenoiserSteps()
+        self.graphed_passes = 0
+        self.compiled_passes = 0  # graphed passes that replayed compiled kernels
+        self.compile_failures_before = 0
 
     def _for_this_image(self, plan: SpeedPlan) -> SpeedPlan:
         tome = plan.tome
@@ -147,6 +158,8 @@ class Generation:
             graph_prepare=fast_path.graphable_sgm_unet,
             deepcache_blocker=lambda: deepcache.deepcache_blocker(shared.sd_model.model.diffusion_model),
             deepcache_clock=self.steps,
+            compile_blocker=compiled.compile_blocker,
+            compiler=compiled.COMPILER,
         )
 
     def current_tome(self) -> TokenMergingConfig | None:
@@ -192,6 +205,7 @@ class Generation:
         try:
             self.pass_networks.apply_weights(unet)  # networks merged (or restored) before the pass
             self.pass_graph_before = fast_path.GRAPHS.stats.as_json()
+            self.compile_failures_before = len(compiled.COMPILER.failures)
             self.applied.begin_pass(self.pass_plan())
         except BaseException as error:  # noqa: BLE001 - undone whatever it was; re-raised unless an Exception
             self._fail_during_sampling(error, "preparing a sampling pass")
@@ -213,6 +227,7 @@ class Generation:
             return
         self.in_pass = False
         graphed = "cuda_graph" in self.applied.applied
+        compiled_pass = "compile" in self.applied.applied
         unet = getattr(getattr(shared.sd_model, "model", None), "diffusion_model", None)
         cached = deepcache_forward_of(unet) if unet is not None else None
         self.applied.end_pass()
@@ -228,6 +243,8 @@ class Generation:
             self.pass_graph_before = None
             if graphed:
                 self.graph_calls.add(current["cuda_graph"])
+                self.graphed_passes += 1
+                self.compiled_passes += compiled_pass and self._compiled_without_failure()
                 self._claim_graph()
 
     def _claim_deepcache(self) -> None:
@@ -235,6 +252,13 @@ class Generation:
         all ran the whole UNet: too few steps, or only full-step windows)."""
         if any((p.get("deepcache") or {}).get("shallow") for p in self.record.passes):
             self._claim({"deepcache"})
+
+    def _compiled_without_failure(self) -> bool:
+        """The pass's compiled forwards compiled (a failure ran them uncompiled: noted)."""
+        failures = compiled.COMPILER.failures[self.compile_failures_before :]
+        for failure in failures:
+            self.note_once(f"compiled UNet: compiling failed, the graph replayed the uncompiled UNet: {failure}")
+        return not failures
 
     def _claim_graph(self) -> None:
         """`Speedkit CUDA graph: True` only when every UNet call of the graphed passes replayed;
@@ -253,6 +277,16 @@ class Generation:
             return
         self.record.applied[key] = value
         self.p.extra_generation_params[key] = value
+        self._claim_compiled()
+
+    def _claim_compiled(self) -> None:
+        """`Speedkit compiled UNet: True` when every graphed pass replayed compiled kernels."""
+        if self.plan.compile.enabled and self.compiled_passes and self.compiled_passes == self.graphed_passes:
+            self.record.applied[KEY_COMPILE] = "True"
+            self.p.extra_generation_params[KEY_COMPILE] = "True"
+        else:
+            self.record.applied.pop(KEY_COMPILE, None)
+            self.p.extra_generation_params.pop(KEY_COMPILE, None)
 
     # -- refusing, notes, restoring
     def refuse(self, reason: str) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from modules import script_callbacks
 
-from . import api, attention, fast_path, hooks, host_patches, options, tab, xyz
+from . import api, attention, compiled, fast_path, hooks, host_patches, options, tab, xyz
 
 
 def _add_kernel_optimizers(optimizers: list) -> None:
@@ -21,6 +21,8 @@ def unload() -> None:
     hooks.finish_all()
     host_patches.remove_patches()
     fast_path.release_graphs()
+    compiled.release()
+    fast_path.GRAPHS.before_capture = None
     _State.installed = False
 
 
@@ -32,6 +34,7 @@ CALLBACKS = (
     (script_callbacks.on_ui_tabs, tab.create_tab, "speedkit_tab"),
     (script_callbacks.on_ui_settings, options.add_settings, "speedkit_settings"),
     (script_callbacks.on_model_loaded, fast_path.release_graphs, "speedkit_release_graphs"),
+    (script_callbacks.on_model_loaded, compiled.release, "speedkit_release_compiled"),
     (script_callbacks.on_script_unloaded, unload, "speedkit_unload"),
 )
 """(registration function, callback, name): every callback Speedkit adds."""
@@ -46,6 +49,8 @@ def install() -> None:
     if _State.installed:
         return
     host_patches.install_patches()
+    compiled.use_cache_folders()
+    fast_path.GRAPHS.before_capture = compiled.announce_capture
     for register, callback, name in CALLBACKS:
         register(callback, name=name)
     _State.installed = True

@@ -22,6 +22,7 @@ from helpers import (
     graph_calls,
     params_of,
     pixels,
+    post,
     speedkit,
     status,
     txt2img,
@@ -107,3 +108,44 @@ def test_with_lora_functional_the_graph_steps_aside_and_says_why(webui, pristine
     assert "Speedkit CUDA graph" not in params
     assert "lora_functional" in params["Speedkit note"]
     assert pixels(response) == stock_with_lora
+
+
+# --------------------------------------------------------------------------- the compiled UNet
+
+
+def compiled_graph(kind: str = "cpu-compile") -> dict:
+    """The graph and the compiled UNet (arg 20), with the fault extension's CPU graphs and compiler."""
+    switches = [True, "keep", "off", 0.75, 0.0, 0.0, 1, 2, 2, False, -1, False, True, False]
+    return {**speedkit(*switches, "Custom", 1, 0, 0, 0, 0, True), **cpu_graphs(kind)}
+
+
+def test_the_compiled_unet_is_compiled_once_replayed_and_claimed(webui, pristine):
+    response = txt2img(webui, compiled_graph())
+    params = params_of(response)
+    assert str(params["Speedkit CUDA graph"]) == "True" and str(params["Speedkit compiled UNet"]) == "True"
+    assert params["Speedkit test compiled"] == "method"  # the UNet's forward, once
+    assert graph_calls(status(webui)["last_generation"]["passes"]) == (STEPS, 0)
+    assert pixels(response) == pristine["pixels"]  # this compiler changes nothing; inductor: BENCHMARKS.md
+    compiled = status(webui)["compiled_unet"]
+    assert compiled["unavailable"] is None and compiled["failures"] == []
+    assert compiled["cache_folder"].endswith("speedkit-compile/inductor")
+
+
+def test_when_compiling_fails_the_graph_replays_the_uncompiled_unet_and_says_why(webui, pristine):
+    """At a size no compiled graph was captured for yet (a cached one would replay compiled kernels)."""
+    response = txt2img(webui, compiled_graph("cpu-compile-fails"), width=128)
+    params = params_of(response)
+    assert "Speedkit compiled UNet" not in params
+    assert str(params["Speedkit CUDA graph"]) == "True"
+    assert "compiling failed, the graph replayed the uncompiled UNet: TorchDynamoException" in params["Speedkit note"]
+    assert pixels(response) == pixels(txt2img(webui, width=128))
+
+
+def test_the_compiled_unet_without_the_graph_is_a_422_naming_it(webui, pristine):
+    switches = [True, "keep", "off", 0.75, 0.0, 0.0, 1, 2, 2, False, -1, False, False, False]
+    code, body = post(
+        webui,
+        "/sdapi/v1/txt2img",
+        {**BASE_REQUEST, "alwayson_scripts": speedkit(*switches, "Custom", 1, 0, 0, 0, 0, True)},
+    )
+    assert code == 422 and "compile_unet (args[20])" in str(body)

@@ -101,7 +101,7 @@ def test_a_failure_after_switches_were_applied_undoes_them_and_fails_the_generat
         ({"args": 1}, "speedkit: args: 1 is not allowed"),
         ({"args": None}, "speedkit: args: None is not allowed"),
         ({"args": "true"}, "speedkit: args: 'true' is not allowed"),
-        ({"args": [True] * 200}, "speedkit: args: '200 values' is not allowed; expected a list of at most 20 values"),
+        ({"args": [True] * 200}, "speedkit: args: '200 values' is not allowed; expected a list of at most 21 values"),
         ([True, "sdp"], "speedkit: alwayson_scripts.speedkit: [True, 'sdp'] is not allowed; expected an object"),
         ({"args": [True, "keep", "off", 0.75, 0.5, 0.0, 1, 2, 2, True, 2**64]}, "tome_seed (args[10])"),
     ],

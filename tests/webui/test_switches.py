@@ -48,7 +48,7 @@ def test_script_info_describes_the_arguments(webui):
     assert len(ours) == 1 and ours[0]["is_alwayson"]
     labels = [arg["label"] for arg in ours[0]["args"]]
     assert labels[:3] == ["Speedkit", "Attention backend", "Negative-guidance cutoff"]
-    assert len(labels) == 20 and labels[12:15] == ["CUDA graph (fast path)", "Lean step", "Speed mode"]
+    assert len(labels) == 21 and labels[12:15] == ["CUDA graph (fast path)", "Lean step", "Speed mode"]
     assert labels[15] == "DeepCache N (1 = off)"  # settings added later follow the mode
 
 

@@ -19,7 +19,10 @@ API args: [fail_after_unet_calls (-1 = never), kind]. Kinds:
                    fast path runs in this CPU WebUI; the graphs stay cached between generations;
   "cpu-graphs-copy" the same, and a UNet module that copies from the CPU while a capture runs
                    (as sgm's timestep embedding did), so every capture fails;
-  "cpu-graphs-copy-1" only captures of calls with a batch of 1 (without the negative prompt) fail.
+  "cpu-graphs-copy-1" only captures of calls with a batch of 1 (without the negative prompt) fail;
+  "cpu-compile"    CPU graphs, and a compiler that hands the forward back unchanged (inductor
+                   needs a GPU) and counts what it was given ("Speedkit test compiled");
+  "cpu-compile-fails" the same, with compiled forwards that fail as torch.compile fails.
 """
 
 import sys
@@ -60,6 +63,48 @@ class CpuGraphs:
         previous = getattr(p, "speedkit_test_graphs", None)
         if previous is not None:
             fast_path.GRAPHS = previous
+
+
+class CpuCompiler:
+    """A compiler for this generation (swapped in and out like the graphs)."""
+
+    @staticmethod
+    def swap_in(p, fails: bool) -> None:
+        import torch._dynamo.exc
+
+        from lib_speedkit.compiled import Compiler
+        from lib_speedkit.webui import compiled
+
+        given = []
+
+        def compile_fn(forward):
+            given.append(type(forward).__name__)
+            if not fails:
+                return forward
+
+            def broken(*_args, **_kwargs):
+                raise torch._dynamo.exc.TorchDynamoException("speedkit test fault: inductor failed")
+
+            return broken
+
+        p.speedkit_test_compiler = (compiled.COMPILER, given)
+        compiled.COMPILER = Compiler(compile_fn)
+
+    @staticmethod
+    def swap_out(p) -> None:
+        from lib_speedkit.webui import compiled
+
+        previous = getattr(p, "speedkit_test_compiler", None)
+        if previous is not None:
+            compiled.COMPILER = previous[0]
+            p.speedkit_test_compiler = None
+
+    @staticmethod
+    def record(p) -> None:
+        """What was compiled so far, into the infotext (written before postprocess)."""
+        previous = getattr(p, "speedkit_test_compiler", None)
+        if previous is not None:
+            p.extra_generation_params["Speedkit test compiled"] = ",".join(previous[1]) or "nothing"
 
 
 def copy_from_cpu_while_capturing(p, batch: int | None = None) -> None:
@@ -103,6 +148,9 @@ class SpeedkitTestFaults(scripts.Script):
         ]
 
     def before_process(self, p, fail_after, kind):
+        if kind.startswith("cpu-compile"):
+            CpuGraphs.swap_in(p)
+            CpuCompiler.swap_in(p, fails=kind == "cpu-compile-fails")
         if kind.startswith("cpu-graphs"):
             CpuGraphs.swap_in(p)
         if kind == "cpu-graphs-copy":
@@ -186,9 +234,13 @@ class SpeedkitTestFaults(scripts.Script):
         previous = p.extra_generation_params.get("Speedkit test nested")
         p.extra_generation_params["Speedkit test nested"] = "; ".join(filter(None, [previous, seen[0]]))
 
+    def postprocess_batch(self, p, *args, **kwargs):
+        CpuCompiler.record(p)
+
     def postprocess(self, p, processed, *args):
         for name in ("speedkit_test_fault", "speedkit_test_copy"):
             handle = getattr(p, name, None)
             if handle is not None:
                 handle.remove()
         CpuGraphs.swap_out(p)
+        CpuCompiler.swap_out(p)

@@ -1,0 +1,110 @@
+"""The compiled UNet: torch.compile (inductor) of the UNet's forward, or of DeepCache's steps,
+whose kernels the CUDA graphs then capture and replay (settings and cost: plan.CompileConfig).
+
+`Compiler` makes one compiled version per module and per forward (the UNet's own, DeepCache's full
+or shallow step of a branch) and keeps it while the module lives, so a new sampling pass does not
+compile again; torch.compile itself compiles once per input shape (`dynamic=False`) and keeps the
+weights as inputs (not frozen constants), so weights changed in place (a LoRA merged) are seen.
+A forward whose compiling fails runs uncompiled from then on and says why (`failures`).
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable, Hashable
+
+import torch
+
+from .cuda_graph import graph_support, graphed_forward_of
+from .errors import FeatureSkipped
+from .undo import Undo
+
+RECOMPILE_LIMIT = 64
+"""torch._dynamo's compiled-graph cache per code object: SDXL's UNet needs more than the default 8
+(one compiled frame per block shape), and every size or batch adds its own."""
+
+
+def compile_support() -> str | None:
+    """Why the compiled UNet cannot run in this Python (None: it can): torch older than the graph
+    needs, no triton (inductor's GPU code generator), or a GPU older than triton supports."""
+    reason = graph_support("cpu")
+    if reason is not None:
+        return reason
+    try:
+        import triton  # noqa: F401 - availability only
+    except ImportError:
+        return "the compiled UNet needs triton (Linux torch wheels bring it; on Windows: pip install triton-windows)"
+    if torch.cuda.is_available() and torch.cuda.get_device_capability() < (7, 0):
+        name = torch.cuda.get_device_name()
+        return f"triton needs a GPU of compute capability 7.0 or newer ({name} is older)"
+    return None
+
+
+def inductor(forward: Callable) -> Callable:
+    """torch.compile with inductor, one static-shape graph per input shape."""
+    import torch._dynamo
+
+    torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, RECOMPILE_LIMIT)
+    return torch.compile(forward, dynamic=False)
+
+
+def _is_compile_error(error: BaseException) -> bool:
+    """torch.compile's own failures (tracing, the backend, triton), not the UNet's (out of memory)."""
+    import torch._dynamo.exc
+
+    return isinstance(error, torch._dynamo.exc.TorchDynamoException)
+
+
+class CompiledForward:
+    """A compiled forward that runs the original for good once compiling failed."""
+
+    def __init__(self, original: Callable, compiled: Callable, on_failure: Callable[[str], None]):
+        self.original = original
+        self.compiled = compiled
+        self.on_failure = on_failure
+        self.failure: str | None = None
+
+    def __call__(self, *args, **kwargs):
+        if self.failure is None:
+            try:
+                return self.compiled(*args, **kwargs)
+            except Exception as error:
+                if not _is_compile_error(error):
+                    raise
+                self.failure = f"{type(error).__name__}: {str(error).strip().splitlines()[0][:200]}"
+                self.on_failure(self.failure)
+        return self.original(*args, **kwargs)
+
+
+class Compiler:
+    """Compiled forwards per module and per `what` (a hashable name of the forward)."""
+
+    def __init__(self, compile_fn: Callable[[Callable], Callable] = inductor):
+        self.compile_fn = compile_fn
+        self._compiled: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self.failures: list[str] = []  # why compiling failed, newest last
+
+    def __call__(self, module: torch.nn.Module, what: Hashable, forward: Callable) -> CompiledForward:
+        per_module = self._compiled.setdefault(module, {})
+        if what not in per_module:  # torch.compile is lazy: the first call of each shape compiles
+            per_module[what] = CompiledForward(forward, self.compile_fn(forward), self.failures.append)
+        return per_module[what]
+
+    def forget(self) -> None:
+        """Drop every compiled forward (model load and unload: a compiled forward holds its module)."""
+        self._compiled = weakref.WeakKeyDictionary()
+
+
+def apply_compiled(unet: torch.nn.Module, compiler: Compiler) -> Undo:
+    """Have the graph wrapper on `unet` (applied first) capture compiled forwards until the undo.
+    FeatureSkipped when the UNet is not graphed for this pass (the graph's note says why)."""
+    graphed = graphed_forward_of(unet)
+    if graphed is None:
+        raise FeatureSkipped("compiled UNet not used for this pass: the CUDA graph is not used (see its note)")
+    graphed.compiler = compiler
+
+    def remove() -> None:
+        if graphed.compiler is compiler:
+            graphed.compiler = None
+
+    return Undo(remove, "compiled UNet")

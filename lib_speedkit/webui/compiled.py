@@ -1,0 +1,83 @@
+"""The compiled UNet in the WebUI: the process's compiler, where inductor and triton keep their
+on-disk caches (under the WebUI's data folder, so a restart finds its compiled kernels), the
+progress text while a shape is prepared, and what the status route reports.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from modules import paths_internal, shared
+
+from ..compiled import CompiledForward, Compiler, compile_support
+from ..cuda_graph import GraphCache, TensorSpec
+
+COMPILER = Compiler()
+"""The process's compiled UNet forwards (dropped on model load and unload)."""
+CACHE_FOLDER = Path("cache") / "speedkit-compile"
+
+
+def use_cache_folders() -> None:
+    """inductor's on-disk cache (triton's kernels go inside it) under the WebUI's data folder,
+    unless the user chose a folder: a restart compiles a known shape from there instead of from
+    scratch, and the system's temp folder (torch's default, which it writes into the environment
+    the first time it looks) may be emptied at boot."""
+    current = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    if current is None or os.path.abspath(current) == os.path.abspath(torch_default_cache()):
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(Path(paths_internal.data_path) / CACHE_FOLDER / "inductor")
+
+
+def torch_default_cache() -> str:
+    try:
+        from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+    except ImportError:  # an older torch: it has no default to tell apart
+        return ""
+    return default_cache_dir()
+
+
+def compile_blocker() -> str | None:
+    return compile_support()
+
+
+def announce_capture(forward, args: tuple) -> None:
+    """GraphCache.before_capture: say in the progress text that the compiled UNet is being prepared
+    for this shape (the first time, that compiles it)."""
+    if not isinstance(forward, CompiledForward) or forward.failure is not None:
+        return
+    latent = next((a for a in args if isinstance(a, torch.Tensor) and a.dim() == 4), None)
+    size = (
+        f"{latent.shape[3] * 8}×{latent.shape[2] * 8}, batch {latent.shape[0]}" if latent is not None else "a new shape"
+    )
+    shared.state.textinfo = (
+        f"Speedkit: preparing the compiled UNet for {size} (a new shape compiles once, about a minute)"
+    )
+
+
+def release(*_args) -> None:
+    COMPILER.forget()
+
+
+def compiled_graphs(graphs: GraphCache) -> list[dict]:
+    """The cached graphs of compiled forwards: their input shapes and the memory they took."""
+    found = []
+    for (context, signature), captured in graphs.graphs.items():
+        if (
+            isinstance(context, tuple)
+            and len(context) == 2
+            and isinstance(context[1], tuple)
+            and context[1][:1] == ("compiled",)
+        ):
+            shapes = [list(spec.shape) for spec in signature.args if isinstance(spec, TensorSpec)]
+            found.append({"shapes": shapes, "mb": round(getattr(captured, "nbytes", 0) / 2**20, 1)})
+    return found
+
+
+def status(graphs: GraphCache) -> dict:
+    return {
+        "unavailable": compile_support(),
+        "compiled_graphs": compiled_graphs(graphs),
+        "failures": list(COMPILER.failures[-5:]),
+        "cache_folder": os.environ.get("TORCHINDUCTOR_CACHE_DIR"),
+    }

@@ -1,0 +1,120 @@
+"""The compiled UNet's plumbing on the CPU: what is compiled once, what the graphs capture, the
+fallback when compiling fails, and why it cannot run. torch.compile's inductor itself needs a GPU
+here (triton); its speed and numerics are measured on one (docs/BENCHMARKS.md)."""
+
+from __future__ import annotations
+
+import builtins
+import sys
+
+import pytest
+import torch
+from graph_standins import StandInCapturer
+
+from lib_speedkit.compiled import CompiledForward, Compiler, apply_compiled, compile_support, inductor
+from lib_speedkit.cuda_graph import GraphCache, apply_cuda_graph
+from lib_speedkit.deepcache import apply_deepcache
+from lib_speedkit.errors import FeatureSkipped
+from lib_speedkit.plan import DeepCacheConfig
+from tiny_models import unet_inputs
+
+
+class RecordingCompile:
+    """A compile function that records what it was given and returns it unchanged."""
+
+    def __init__(self):
+        self.given = []
+
+    def __call__(self, forward):
+        self.given.append(forward)
+        return forward
+
+
+def call(unet, seed=7):
+    x, timesteps, context = unet_inputs(2, seed)
+    with torch.no_grad():
+        return unet(x, timesteps, context=context)
+
+
+def test_the_graph_captures_the_compiled_forward_compiled_once_per_module(unet):
+    compile_fn = RecordingCompile()
+    compiler, cache = Compiler(compile_fn), GraphCache(StandInCapturer())
+    eager = call(unet)
+    for _pass in range(2):  # two sampling passes: the compiled forward is kept
+        undo_graph = apply_cuda_graph(unet, cache, "ctx")
+        undo_compiled = apply_compiled(unet, compiler)
+        assert torch.equal(call(unet), eager)
+        undo_compiled()
+        undo_graph()
+    assert len(compile_fn.given) == 1 and compile_fn.given[0].__self__ is unet
+    assert cache.stats.captures == 1 and cache.stats.replays == 2
+    (key,) = cache.graphs
+    assert key[0] == ("ctx", ("compiled", None))  # never replayed for the uncompiled UNet
+
+
+def test_deepcache_on_the_compiled_unet_compiles_its_full_and_shallow_steps(unet):
+    compile_fn = RecordingCompile()
+    cache = GraphCache(StandInCapturer())
+    apply_cuda_graph(unet, cache, "ctx")
+    apply_compiled(unet, Compiler(compile_fn))
+    apply_deepcache(unet, DeepCacheConfig(interval=2))
+    call(unet, seed=1)
+    call(unet, seed=2)
+    assert [type(forward).__name__ for forward in compile_fn.given] == ["FullStep", "ShallowStep"]
+    assert cache.stats.captures == 2
+
+
+def test_without_the_graph_there_is_nothing_to_compile_into(unet):
+    with pytest.raises(FeatureSkipped, match="the CUDA graph is not used"):
+        apply_compiled(unet, Compiler(RecordingCompile()))
+
+
+def test_a_forward_whose_compiling_fails_runs_uncompiled_from_then_on_and_says_why():
+    import torch._dynamo.exc
+
+    calls = []
+
+    def broken(*_args):
+        calls.append("compiled")
+        raise torch._dynamo.exc.TorchDynamoException("inductor: triton found no GPU")
+
+    failures = []
+    forward = CompiledForward(lambda x: x + 1, broken, failures.append)
+    assert forward(1) == 2 and forward(2) == 3
+    assert calls == ["compiled"]  # tried once
+    assert forward.failure == "TorchDynamoException: inductor: triton found no GPU"
+    assert failures == [forward.failure]
+
+
+def test_the_unets_own_errors_are_not_mistaken_for_compile_failures():
+    def out_of_memory(*_args):
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    forward = CompiledForward(lambda x: x, out_of_memory, lambda reason: None)
+    with pytest.raises(torch.OutOfMemoryError):
+        forward(1)
+    assert forward.failure is None
+
+
+def test_inductor_compiles_per_static_shape_with_room_for_sdxls_blocks(monkeypatch):
+    import torch._dynamo
+
+    seen = {}
+    monkeypatch.setattr(torch, "compile", lambda forward, **options: seen.update(options) or forward)
+    monkeypatch.setattr(torch._dynamo.config, "cache_size_limit", 8)
+    inductor(lambda x: x)
+    assert seen == {"dynamic": False}
+    assert torch._dynamo.config.cache_size_limit >= 64
+
+
+def test_without_triton_the_reason_says_how_to_get_it(monkeypatch):
+    real_import = builtins.__import__
+
+    def no_triton(name, *args, **kwargs):
+        if name == "triton":
+            raise ImportError("No module named 'triton'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.delitem(sys.modules, "triton", raising=False)
+    monkeypatch.setattr(builtins, "__import__", no_triton)
+    assert "needs triton" in compile_support() and "triton-windows" in compile_support()
