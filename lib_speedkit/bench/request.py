@@ -17,6 +17,7 @@ from ..errors import PlanError
 from ..plan import (
     AttentionConfig,
     ChannelsLastConfig,
+    CompileConfig,
     CudaGraphConfig,
     DeepCacheConfig,
     GuidanceCutoffConfig,
@@ -50,6 +51,7 @@ MATRIX_SWITCHES: tuple[tuple[str, SpeedPlan], ...] = (
     *((f"DeepCache N={n}", SpeedPlan(deepcache=DeepCacheConfig(interval=n))) for n in (2, 3, 5)),
     ("fast path (sdp, CUDA graph, channels-last, lean step)", FAST_PATH),
     ("fast path + DeepCache N=3", replace(FAST_PATH, deepcache=DeepCacheConfig(interval=3))),
+    ("fast path + compiled UNet", replace(FAST_PATH, compile=CompileConfig(True))),
     (
         "all together",
         SpeedPlan(

@@ -60,17 +60,20 @@ def release(*_args) -> None:
 
 
 def compiled_graphs(graphs: GraphCache) -> list[dict]:
-    """The cached graphs of compiled forwards: their input shapes and the memory they took."""
+    """The cached graphs of compiled forwards: what was compiled (the UNet, or DeepCache's full or
+    shallow step of a branch), the latent's shape and the memory its capture took (graphs share
+    one memory pool, so this is an upper bound of what each adds)."""
     found = []
     for (context, signature), captured in graphs.graphs.items():
-        if (
-            isinstance(context, tuple)
-            and len(context) == 2
-            and isinstance(context[1], tuple)
-            and context[1][:1] == ("compiled",)
-        ):
-            shapes = [list(spec.shape) for spec in signature.args if isinstance(spec, TensorSpec)]
-            found.append({"shapes": shapes, "mb": round(getattr(captured, "nbytes", 0) / 2**20, 1)})
+        tag = context[1] if isinstance(context, tuple) and len(context) == 2 else None
+        if not (isinstance(tag, tuple) and tag[:1] == ("compiled",)):
+            continue
+        inner = tag[1]
+        what = "UNet" if inner is None else f"DeepCache {inner[1]} step, branch {inner[2]}"
+        latent = next((spec.shape for spec in signature.args if isinstance(spec, TensorSpec)), None)
+        found.append(
+            {"what": what, "latent": list(latent or ()), "mb": round(getattr(captured, "nbytes", 0) / 2**20, 1)}
+        )
     return found
 
 
