@@ -3,10 +3,11 @@ WebUI's appliers (HostHooks built from `modules.*`), and its record. webui/hooks
 
 Generation features (channels-last, attention, ToMe, cutoff) are applied at `process`; a plan
 that cannot apply is refused with the reason, and an unexpected error undoes everything and
-fails the generation with the error. Pass features (CUDA graph, lean step, DeepCache) are decided
-for each sampling pass (the hires pass with its own DeepCache interval) and taken off right
-after it. A generation inside another one (ADetailer's pass)
-applies only its cutoff: the UNet's switches stay as the outer generation set them.
+fails the generation with the error. Pass features (CUDA graph, compiled UNet, lean step,
+DeepCache) are decided for each sampling pass (the hires pass with its own DeepCache interval)
+and taken off right after it; the infotext claims each only for what its passes really ran. A
+generation inside another one (ADetailer's pass) applies only its cutoff: the UNet's switches
+stay as the outer generation set them.
 """
 
 from __future__ import annotations
