@@ -118,3 +118,21 @@ def test_without_triton_the_reason_says_how_to_get_it(monkeypatch):
     monkeypatch.delitem(sys.modules, "triton", raising=False)
     monkeypatch.setattr(builtins, "__import__", no_triton)
     assert "needs triton" in compile_support() and "triton-windows" in compile_support()
+
+
+def test_on_a1111s_own_torch_the_reason_names_the_torch_it_needs(monkeypatch):
+    """A1111 1.10.1's installer brings torch 2.1.2: the switch is greyed out with this reason."""
+    monkeypatch.setattr(torch, "__version__", "2.1.2+cu121")
+    assert "needs torch >= 2.4" in compile_support() and "2.1.2" in compile_support()
+
+
+def test_the_library_leaves_the_compiled_unet_out_where_the_graph_does_not_run(unet):
+    from lib_speedkit.apply import apply_plan, library_appliers
+    from lib_speedkit.plan import CompileConfig, CudaGraphConfig, SpeedPlan
+
+    plan = SpeedPlan(cuda_graph=CudaGraphConfig(True), compile=CompileConfig(True))
+    appliers = library_appliers(graphs=GraphCache(), compiler=Compiler(RecordingCompile()))  # a CUDA capturer
+    with apply_plan(unet, plan, appliers=appliers) as applied:
+        assert "CUDA" in applied.skipped["cuda_graph"]
+        assert applied.skipped["compile"].endswith("the CUDA graph is not used (see its note)")
+    assert "forward" not in unet.__dict__
