@@ -57,7 +57,7 @@ class HostHooks:
     deepcache_blocker: Callable[[], str | None] = lambda: None
     deepcache_clock: StepClock | None = None
     # compiled UNet: why it cannot run here, and what compiles (None: nothing can)
-    compile_blocker: Callable[[], str | None] = lambda: "this host does not compile"
+    compile_blocker: Callable[[], str | None] = lambda: None
     compiler: Compiler | None = None
 
 
@@ -149,7 +149,7 @@ def lean_step(hooks: HostHooks) -> Applier:
 
 def compile_unet(hooks: HostHooks) -> Applier:
     def apply(unet: torch.nn.Module, _plan: SpeedPlan) -> Undo:
-        reason = hooks.compile_blocker() if hooks.compiler is not None else "this host does not compile"
+        reason = "this host does not compile" if hooks.compiler is None else hooks.compile_blocker()
         if reason is not None:
             raise FeatureSkipped(f"compiled UNet not used for this pass: {reason}")
         return apply_compiled(unet, hooks.compiler)

@@ -31,7 +31,7 @@ from .attention import active_backend, apply_attention
 from .compiled import Compiler, apply_compiled, compile_support
 from .cuda_graph import GraphCache, apply_cuda_graph, graph_support, instance_forwards, module_fingerprint
 from .deepcache import StepClock, apply_deepcache
-from .errors import FeatureSkipped
+from .errors import FeatureSkipped, code_name
 from .guidance import CutoffPolicy
 from .memory_format import apply_channels_last
 from .plan import SpeedPlan
@@ -158,14 +158,6 @@ def replaced_forwards_reason(unet: torch.nn.Module, allowed: Callable[[str, obje
     )
 
 
-def code_name(function: object) -> str:
-    """`module.qualname` of a function, a bound method or a callable object."""
-    code = getattr(function, "__func__", function)
-    if not hasattr(code, "__qualname__"):
-        code = type(code)
-    return f"{getattr(code, '__module__', '?')}.{code.__qualname__}"
-
-
 def library_appliers(
     compute_dtype: torch.dtype | None = None,
     graphs: GraphCache | None = None,
@@ -187,11 +179,13 @@ def library_appliers(
     def lean_step(_unet: torch.nn.Module, _plan: SpeedPlan) -> Undo:
         raise FeatureSkipped("the lean step bypasses the WebUI's Lora built-in, which only the WebUI has")
 
+    chosen_compiler = compiler if compiler is not None else Compiler()  # kept across passes: compiled once
+
     def compile_unet(unet: torch.nn.Module, _plan: SpeedPlan) -> Undo:
-        reason = compile_support() if compiler is None else None
+        reason = compile_support() if compiler is None else None  # a caller's own compiler is its call
         if reason is not None:
             raise FeatureSkipped(f"compiled UNet not used for this pass: {reason}")
-        return apply_compiled(unet, compiler or Compiler())
+        return apply_compiled(unet, chosen_compiler)
 
     return {
         "channels_last": lambda unet, plan: apply_channels_last(unet, True),

@@ -550,18 +550,13 @@ class GraphedForward:
     Once a capture fails it steps aside for the rest of its life (a host applies it per sampling
     pass): later calls go straight to the eager forward, with no key work, counted by reason."""
 
-    def __init__(
-        self,
-        module: torch.nn.Module,
-        cache: GraphCache,
-        context_key: Callable[[], Hashable],
-        compiler: Callable[[torch.nn.Module, Hashable, Callable], Callable] | None = None,
-    ):
+    def __init__(self, module: torch.nn.Module, cache: GraphCache, context_key: Callable[[], Hashable]):
         self.module = module
         self.eager_forward = type(module).forward.__get__(module)
         self.cache = cache
         self.context_key = context_key
-        self.compiler = compiler  # (module, what, forward) -> its compiled version (compiled.Compiler)
+        # (module, what, forward) -> its compiled version: set by compiled.apply_compiled
+        self.compiler: Callable[[torch.nn.Module, Hashable, Callable], Callable] | None = None
         self.gave_up: str | None = None
 
     speedkit_wrapper = "speedkit-graph"
@@ -588,18 +583,15 @@ class GraphedForward:
 
 
 def apply_cuda_graph(
-    module: torch.nn.Module,
-    cache: GraphCache,
-    context_key: Hashable | Callable[[], Hashable] = None,
-    compiler: Callable[[torch.nn.Module, Hashable, Callable], Callable] | None = None,
+    module: torch.nn.Module, cache: GraphCache, context_key: Hashable | Callable[[], Hashable] = None
 ) -> Undo:
     """Route `module`'s forward through `cache` until the undo runs.
 
     `context_key`: a value (or a function returning it per call) naming the state the graph
-    cannot see; graphs captured under another key are never replayed. `compiler`: graphs capture
-    the compiled forward it gives (compiled.Compiler), keyed apart from uncompiled graphs.
-    Refuses (SpeedkitError) when something else already replaced the module's forward on the
-    instance (e.g. ControlNet): its forward would not be what the graph captures.
+    cannot see; graphs captured under another key are never replayed (compiled.apply_compiled
+    then has the wrapper capture compiled forwards, keyed apart). Refuses (SpeedkitError) when
+    something else already replaced the module's forward on the instance (e.g. ControlNet): its
+    forward would not be what the graph captures.
     """
     existing = module.__dict__.get("forward")
     if isinstance(existing, GraphedForward):
@@ -608,7 +600,7 @@ def apply_cuda_graph(
     elif existing is not None and not is_class_forward(module, existing):
         raise SpeedkitError(f"the {type(module).__name__}'s forward is already replaced by another extension")
     key_function = context_key if callable(context_key) else (lambda: context_key)
-    graphed = GraphedForward(module, cache, key_function, compiler)
+    graphed = GraphedForward(module, cache, key_function)
     module.forward = graphed
 
     def remove() -> None:

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .cuda_graph import GraphedForward, graphed_forward_of, is_class_forward
-from .errors import FeatureSkipped
+from .errors import FeatureSkipped, code_name
 from .plan import DeepCacheConfig
 from .undo import SLOTS, Undo
 
@@ -219,7 +219,7 @@ def apply_deepcache(unet: torch.nn.Module, config: DeepCacheConfig, clock: StepC
     previous = unet.__dict__.get("forward")
     if previous is not None and graphed_forward_of(unet) is None and not is_class_forward(unet, previous):
         raise FeatureSkipped(
-            f"DeepCache not used for this pass: another extension replaced the UNet's forward ({_code_name(previous)})"
+            f"DeepCache not used for this pass: another extension replaced the UNet's forward ({code_name(previous)})"
         )
     wrapper = DeepCacheForward(unet, config, clock or counting_clock(), graphed_forward_of(unet))
     unet.forward = wrapper
@@ -232,9 +232,3 @@ def apply_deepcache(unet: torch.nn.Module, config: DeepCacheConfig, clock: StepC
                 unet.forward = previous
 
     return SLOTS.occupy(unet, "deepcache", remove, f"deepcache every {config.interval}")
-
-
-def _code_name(function: object) -> str:
-    from .apply import code_name
-
-    return code_name(function)

@@ -9,6 +9,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 
+def code_name(function: object) -> str:
+    """`module.qualname` of a function, a bound method or a callable object: how a message names
+    the code (another extension's) that stands in Speedkit's way."""
+    code = getattr(function, "__func__", function)
+    if not hasattr(code, "__qualname__"):
+        code = type(code)
+    return f"{getattr(code, '__module__', '?')}.{code.__qualname__}"
+
+
 class SpeedkitError(Exception):
     """Base class of every error lib_speedkit raises on purpose."""
 

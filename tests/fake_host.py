@@ -113,6 +113,5 @@ class FakeHost:
             forward_keyed=lambda name, forward: False,
             lean_blocker=lambda: "networks loaded" if self.networks_loaded else None,
             wrapped_forwards=lambda: [(cls, self._wrappers[cls], self._originals[cls]) for cls in self._originals],
-            compile_blocker=lambda: None,
             compiler=self.compiler,
         )

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from modules import sd_hijack, sd_unet
 
-from ..apply import code_name
+from ..errors import code_name
 
 
 class DenoiserSteps:

@@ -63,8 +63,9 @@ def check_plan_can_run(plan: SpeedPlan) -> None:
     if plan.cuda_graph.enabled and graph_support("cpu") is not None:
         need = ".".join(map(str, MIN_TORCH))
         raise SpeedkitError(f"cuda_graph: unavailable here: {graph_support('cpu')} (needs torch >= {need})")
-    if plan.compile.enabled and compiled.compile_blocker() is not None:
-        raise SpeedkitError(f"compile_unet: unavailable here: {compiled.compile_blocker()}")
+    compile_reason = compiled.compile_blocker() if plan.compile.enabled else None
+    if compile_reason is not None:
+        raise SpeedkitError(f"compile_unet: unavailable here: {compile_reason}")
 
 
 class Generation:
