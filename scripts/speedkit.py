@@ -7,7 +7,7 @@ from modules.ui_components import InputAccordion
 
 from lib_speedkit import ui
 from lib_speedkit.script_args import SCRIPT_TITLE
-from lib_speedkit.webui import attention, hooks, lifecycle, options
+from lib_speedkit.webui import attention, availability, hooks, lifecycle, options
 
 lifecycle.install()  # after every import above: a failed import leaves the WebUI untouched
 
@@ -26,7 +26,7 @@ class SpeedkitScript(scripts.Script):
         controls = ui.build_controls(
             self.elem_id,
             attention.backend_choices(),
-            attention.unavailable_switches(),
+            availability.unavailable_switches(),
             InputAccordion,
             attention.FORGE_NOTE if attention.is_forge() else None,
             options.default_mode(),

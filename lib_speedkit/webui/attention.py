@@ -14,8 +14,6 @@ import torch
 from modules import devices, sd_hijack, shared
 
 from .. import attention as attention_lib
-from ..compiled import compile_support
-from ..cuda_graph import graph_support
 from ..errors import BackendUnavailable
 from ..plan import ATTENTION_CHOICES, KEEP, canonical_backend_name
 
@@ -25,9 +23,6 @@ FORGE_NOTE = (
     "Forge detected: it picks the attention backend at start-up and computes guidance in its own "
     "sampling function, so Speedkit's attention and guidance-cutoff choices are disabled here."
 )
-GRAPH_SWITCH = "cuda_graph"
-COMPILE_SWITCH = "compile_unet"
-"""Key of the CUDA-graph switch in `unavailable_switches()` (beside the backend names)."""
 
 
 def is_forge() -> bool:
@@ -56,22 +51,6 @@ def unavailable_backends() -> dict[str, str]:
         return {name: FORGE_NOTE for name in ATTENTION_CHOICES if name != KEEP}
     offered = host_backend_titles()
     return {name: _unavailable_reason(name) for name in ATTENTION_CHOICES if name != KEEP and name not in offered}
-
-
-def unavailable_switches() -> dict[str, str]:
-    """What the accordion greys out and speed modes leave out, with the reason: backends, the
-    CUDA graph on a torch too old for it (no GPU is not a reason: the pass then runs eagerly,
-    with a note), the cutoff on Forge."""
-    reasons = unavailable_backends()
-    torch_reason = graph_support("cpu")
-    if torch_reason is not None:
-        reasons[GRAPH_SWITCH] = torch_reason
-    compile_reason = compile_support()
-    if compile_reason is not None:
-        reasons[COMPILE_SWITCH] = compile_reason
-    if is_forge():
-        reasons["cutoff_mode"] = FORGE_NOTE
-    return reasons
 
 
 def _unavailable_reason(name: str) -> str:

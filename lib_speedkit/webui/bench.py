@@ -27,7 +27,7 @@ from ..bench.telemetry import SystemMemoryPeak, TelemetrySampler, open_gpu_provi
 from ..errors import SpeedkitError
 from ..plan import SpeedPlan
 from . import attention, hooks
-from .generation import check_plan_can_run
+from .availability import check_plan_can_run
 from .host_patches import patches_removed
 from .options import remember_options
 from .slim import environment_load_speed

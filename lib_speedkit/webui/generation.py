@@ -19,27 +19,24 @@ from modules import shared
 
 from ..appliers import HostHooks, host_appliers
 from ..apply import GENERATION_FEATURES, PASS_FEATURES, AppliedPlan, apply_plan
-from ..cuda_graph import MIN_TORCH, graph_support
 from ..deepcache import deepcache_forward_of
 from ..errors import SpeedkitError
 from ..plan import (
     INFOTEXT_FEATURES,
     KEY_COMPILE,
     KEY_CUDA_GRAPH,
-    KEY_LEAN_STEP,
     SpeedPlan,
     TokenMergingConfig,
     format_infotext,
 )
 from ..undo import Undo
 from . import attention, compiled, cutoff, deepcache, fast_path
-from .attention import FORGE_NOTE, is_forge
+from .availability import check_plan_can_run
 from .hypertile import is_hypertile_forward
-from .record import GenerationRecord, GraphCalls, deepcache_totals
+from .record import GenerationRecord, GraphCalls, compiled_claim, deepcache_claim, deepcache_totals, graph_claim
 
 NOTE_KEY = "Speedkit note"
 HOST_TOME_OPTIONS = ("token_merging_ratio", "token_merging_ratio_img2img", "token_merging_ratio_hr")
-PASS_KEYS = {"cuda_graph": KEY_CUDA_GRAPH, "lean_step": KEY_LEAN_STEP}
 NESTED_FEATURES = ("cutoff",)
 """What a generation nested in another applies itself: the cutoff (per `p`); the UNet's switches
 stay as the outer generation set them."""
@@ -51,21 +48,6 @@ NESTED_NOTE = (
 
 class GenerationRefused(SpeedkitError):
     """Speedkit could not apply the requested plan, so the generation does not run."""
-
-
-def check_plan_can_run(plan: SpeedPlan) -> None:
-    """Refuse, before a generation starts, what cannot run in this WebUI."""
-    if is_forge() and (plan.attention.enabled or plan.cutoff.enabled):
-        raise SpeedkitError(FORGE_NOTE)
-    if plan.attention.enabled:
-        attention.resolve_backend(plan.attention.backend)
-        attention.check_backend_runnable(plan.attention.backend)
-    if plan.cuda_graph.enabled and graph_support("cpu") is not None:
-        need = ".".join(map(str, MIN_TORCH))
-        raise SpeedkitError(f"cuda_graph: unavailable here: {graph_support('cpu')} (needs torch >= {need})")
-    compile_reason = compiled.compile_blocker() if plan.compile.enabled else None
-    if compile_reason is not None:
-        raise SpeedkitError(f"compile_unet: unavailable here: {compile_reason}")
 
 
 class Generation:
@@ -84,8 +66,6 @@ class Generation:
         self.graph_calls = GraphCalls()
         self.pass_graph_before: dict | None = None
         self.steps = deepcache.DenoiserSteps()
-        self.graphed_passes = 0
-        self.compiled_passes = 0  # graphed passes that replayed compiled kernels
         self.compile_failures_before = 0
 
     def _for_this_image(self, plan: SpeedPlan) -> SpeedPlan:
@@ -238,7 +218,8 @@ class Generation:
         current = self.record.passes[-1]
         if cached is not None:
             current["deepcache"] = cached.counts.as_json()
-            self._claim_deepcache()
+            if deepcache_claim(self.record.passes):
+                self._claim({"deepcache"})
         started = current["unet_calls"]
         counts = self.guidance.counts()
         current["unet_calls"] = {key: counts[key] - started[key] for key in counts}
@@ -247,15 +228,8 @@ class Generation:
             self.pass_graph_before = None
             if graphed:
                 self.graph_calls.add(current["cuda_graph"])
-                self.graphed_passes += 1
-                self.compiled_passes += compiled_pass and self._compiled_without_failure()
+                current["compiled"] = compiled_pass and self._compiled_without_failure()
                 self._claim_graph()
-
-    def _claim_deepcache(self) -> None:
-        """`Speedkit DeepCache` once a pass really ran shallow steps (not for a pass whose steps
-        all ran the whole UNet: too few steps, or only full-step windows)."""
-        if any((p.get("deepcache") or {}).get("shallow") for p in self.record.passes):
-            self._claim({"deepcache"})
 
     def _compiled_without_failure(self) -> bool:
         """The pass's compiled forwards compiled (a failure ran them uncompiled: noted)."""
@@ -265,32 +239,21 @@ class Generation:
         return not failures
 
     def _claim_graph(self) -> None:
-        """`Speedkit CUDA graph: True` only when every UNet call of the graphed passes replayed;
-        some replayed: how many; none: no claim. Each eager reason becomes a note."""
-        calls = self.graph_calls
-        key = PASS_KEYS["cuda_graph"]
-        for reason, count in calls.eager.items():
+        """The graph and the compiled UNet as far as the graphed passes so far ran them (record.py
+        says when); each eager reason becomes a note."""
+        for reason, count in self.graph_calls.eager.items():
             self.note_once(f"CUDA graph: {count} UNet call(s) ran eagerly: {reason}")
-        if calls.replays and not calls.eager:
-            value = "True"
-        elif calls.replays:
-            value = f"{calls.replays}/{calls.total} calls"
-        else:
-            self.record.applied.pop(key, None)
-            self.p.extra_generation_params.pop(key, None)
-            return
-        self.record.applied[key] = value
-        self.p.extra_generation_params[key] = value
-        self._claim_compiled()
+        graph = graph_claim(self.graph_calls)
+        self._set_claim(KEY_CUDA_GRAPH, graph)
+        self._set_claim(KEY_COMPILE, "True" if graph and compiled_claim(self.record.passes) else None)
 
-    def _claim_compiled(self) -> None:
-        """`Speedkit compiled UNet: True` when every graphed pass replayed compiled kernels."""
-        if self.plan.compile.enabled and self.compiled_passes and self.compiled_passes == self.graphed_passes:
-            self.record.applied[KEY_COMPILE] = "True"
-            self.p.extra_generation_params[KEY_COMPILE] = "True"
-        else:
-            self.record.applied.pop(KEY_COMPILE, None)
-            self.p.extra_generation_params.pop(KEY_COMPILE, None)
+    def _set_claim(self, key: str, value: str | None) -> None:
+        """Claim `key: value` in the record and the infotext; None takes the claim back."""
+        for claims in (self.record.applied, self.p.extra_generation_params):
+            if value is None:
+                claims.pop(key, None)
+            else:
+                claims[key] = value
 
     # -- refusing, notes, restoring
     def refuse(self, reason: str) -> None:

@@ -20,7 +20,7 @@ from typing import ClassVar
 from ..errors import SpeedkitError
 from ..plan import SpeedPlan
 from ..script_args import plan_from_args
-from .attention import unavailable_switches
+from .availability import unavailable_switches
 from .generation import Generation
 from .record import GenerationRecord
 

@@ -16,8 +16,7 @@ from ..errors import PlanError, SpeedkitError
 from ..modes import MODE_NAMES, canonical_mode
 from ..script_args import ARG_NAMES, DEFAULT_ARGS, MODE_INDEX, SCRIPT_TITLE, plan_from_args
 from . import fast_path, hooks
-from .attention import unavailable_switches
-from .generation import check_plan_can_run
+from .availability import check_plan_can_run, unavailable_switches
 
 PATCH_KEY = "sd-webui-speedkit"
 ARGS_SHAPE = f"a list of at most {len(ARG_NAMES)} values ({', '.join(ARG_NAMES)})"

@@ -1,5 +1,6 @@
 """What is known about a generation once it ran: the record the status route and the bench read,
-and the count of the UNet calls its graphed passes replayed or ran eagerly."""
+the count of the UNet calls its graphed passes replayed or ran eagerly, and what the infotext may
+claim from them (only what really ran)."""
 
 from __future__ import annotations
 
@@ -52,3 +53,26 @@ def deepcache_totals(passes: list[dict]) -> dict | None:
     if not counted:
         return None
     return {kind: sum(c[kind] for c in counted) for kind in ("full", "shallow")}
+
+
+def graph_claim(calls: GraphCalls) -> str | None:
+    """`Speedkit CUDA graph`: True when every UNet call of the graphed passes replayed, how many
+    when some did, None (no claim) when none did."""
+    if calls.replays and not calls.eager:
+        return "True"
+    if calls.replays:
+        return f"{calls.replays}/{calls.total} calls"
+    return None
+
+
+def compiled_claim(passes: list[dict]) -> bool:
+    """`Speedkit compiled UNet`: every graphed pass (those with a "compiled" entry) replayed
+    compiled kernels."""
+    graphed = [p for p in passes if "compiled" in p]
+    return bool(graphed) and all(p["compiled"] for p in graphed)
+
+
+def deepcache_claim(passes: list[dict]) -> bool:
+    """`Speedkit DeepCache`: some pass really ran shallow steps (not when every step ran the whole
+    UNet: too few steps, or only full-step windows)."""
+    return any((p.get("deepcache") or {}).get("shallow") for p in passes)

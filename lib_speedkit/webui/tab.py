@@ -16,7 +16,7 @@ from ..bench import history as history_lib
 from ..bench.presets import PRESETS, BenchPreset, get_preset
 from ..script_args import plan_from_args
 from ..ui_tab import THIS_GPU
-from . import attention, bench, options, slim
+from . import attention, availability, bench, options, slim
 
 
 def _history_frame():
@@ -113,7 +113,7 @@ def _tab_run(compare: bool):
         _task_id, name, batch_size, batch_count, runs, warmup, steps, width, height, label, compare_with, *args
     ):
         preset = _tab_preset(name, batch_size, batch_count, runs, warmup, steps, width, height)
-        plan = plan_from_args(args, unavailable=attention.unavailable_switches())
+        plan = plan_from_args(args, unavailable=availability.unavailable_switches())
         return _compare(preset, plan) if compare else _run(preset, plan, label, compare_with)
 
     return handler
@@ -155,7 +155,7 @@ def create_tab():
         ui_tab.BenchTabHost(
             presets=list(PRESETS),
             backend_choices=attention.backend_choices(),
-            unavailable=attention.unavailable_switches(),
+            unavailable=availability.unavailable_switches(),
             accordion_cls=InputAccordion,
             disabled_note=attention.FORGE_NOTE if attention.is_forge() else None,
             run=wrapped(False),
