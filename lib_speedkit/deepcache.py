@@ -74,6 +74,16 @@ def _input(unet: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     return x.type(unet.dtype)
 
 
+def _down(unet: torch.nn.Module, module, blocks, x, timesteps, context, y) -> tuple:
+    """The embedding, then `blocks` (input blocks from the first): (emb, h, the skip connections)."""
+    emb = _embedding(unet, module, timesteps, y)
+    h, skips = _input(unet, x), []
+    for block in blocks:
+        h = block(h, emb, context)
+        skips.append(h)
+    return emb, h, skips
+
+
 def _final(unet: torch.nn.Module, h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return unet.out(h.type(x.dtype))
 
@@ -87,11 +97,7 @@ class FullStep:
 
     def __call__(self, x, timesteps=None, context=None, y=None):
         unet, module = self.unet, _host_module(self.unet)
-        emb = _embedding(unet, module, timesteps, y)
-        h, skips = _input(unet, x), []
-        for block in unet.input_blocks:
-            h = block(h, emb, context)
-            skips.append(h)
+        emb, h, skips = _down(unet, module, unet.input_blocks, x, timesteps, context, y)
         h = unet.middle_block(h, emb, context)
         deep_at = len(unet.output_blocks) - 1 - self.branch
         deep = h
@@ -111,11 +117,7 @@ class ShallowStep:
 
     def __call__(self, x, timesteps=None, context=None, y=None, deep=None):
         unet, module = self.unet, _host_module(self.unet)
-        emb = _embedding(unet, module, timesteps, y)
-        h, skips = _input(unet, x), []
-        for block in unet.input_blocks[: self.branch + 1]:
-            h = block(h, emb, context)
-            skips.append(h)
+        emb, _h, skips = _down(unet, module, unet.input_blocks[: self.branch + 1], x, timesteps, context, y)
         h = deep
         for block in unet.output_blocks[len(unet.output_blocks) - 1 - self.branch :]:
             h = block(module.th.cat([h, skips.pop()], dim=1), emb, context)
