@@ -218,14 +218,10 @@ def run(ns) -> int:
     a1111, work, out = Path(ns.a1111).resolve(), Path(ns.work).resolve(), Path(ns.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     assets = work / f"assets-{ns.model}"
-    checkpoint = assets / (workloads.SDXL_CHECKPOINT if ns.model == "sdxl" else workloads.asuka.CHECKPOINT)
     started = time.monotonic()
-    if not checkpoint.exists():
-        import subprocess
-
-        command = [sys.executable, workloads.__file__, "build", str(assets), "--a1111", str(a1111), "--model", ns.model]
-        if subprocess.run(command + (["--shrink"] if ns.shrink else []), text=True).returncode:
-            return 1
+    checkpoint = workloads.built_checkpoint(a1111, assets, ns.model, ns.shrink)
+    if checkpoint is None:
+        return 1
     server = Server(a1111, work, assets, checkpoint, ns.port, ns.webui_arg or [])
     workloads.link_into_data_dir(server, assets)
     scale = json.loads(ns.scale_overrides) if ns.scale_overrides else {}

@@ -520,16 +520,10 @@ def run(ns) -> int:
     a1111, work, out = Path(ns.a1111).resolve(), Path(ns.work).resolve(), Path(ns.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     assets = work / f"assets-{ns.model}"
-    checkpoint = assets / (SDXL_CHECKPOINT if ns.model == "sdxl" else asuka.CHECKPOINT)
     started = time.monotonic()
-    if not checkpoint.exists():
-        command = [sys.executable, __file__, "build", str(assets), "--a1111", str(a1111), "--model", ns.model]
-        if ns.shrink:
-            command.append("--shrink")
-        import subprocess
-
-        if subprocess.run(command, text=True).returncode:
-            return 1
+    checkpoint = built_checkpoint(a1111, assets, ns.model, ns.shrink)
+    if checkpoint is None:
+        return 1
     build_seconds = time.monotonic() - started
     server = Server(a1111, work, assets, checkpoint, ns.port, ns.webui_arg or [])
     link_into_data_dir(server, assets)
@@ -565,6 +559,19 @@ def run(ns) -> int:
         images = "\nOne image per configuration (images/):\n" + images if images else ""
         stop_and_save(server, out, result, report + images)
     return 1 if result["errors"] else 0
+
+
+def built_checkpoint(a1111: Path, assets: Path, model: str, shrink: bool) -> Path | None:
+    """The random-weight checkpoint (and LoRA) for `model` in `assets`, built the first time in a
+    subprocess (so its memory is given back before the WebUI starts); None when the build failed."""
+    checkpoint = assets / (SDXL_CHECKPOINT if model == "sdxl" else asuka.CHECKPOINT)
+    if not checkpoint.exists():
+        import subprocess
+
+        command = [sys.executable, __file__, "build", str(assets), "--a1111", str(a1111), "--model", model]
+        if subprocess.run(command + (["--shrink"] if shrink else []), text=True).returncode:
+            return None
+    return checkpoint
 
 
 def start_with_stock_attention(server: Server) -> float:
