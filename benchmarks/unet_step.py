@@ -1,6 +1,7 @@
 """UNet-level benchmark on a GPU: one process, one table, JSON to a file.
 
   python benchmarks/unet_step.py [--out unet_step.json] [--models sd15,sdxl] [--repeats 30]
+         [--compiled] [--only LABELS] [--vae]
 
 For an SD1.5-size ldm UNet (stable-diffusion-sdkit) and an SDXL-size UNet (`sgm`, from
 Stability-AI/generative-models on PYTHONPATH; skipped with the reason when absent), with random
@@ -10,6 +11,13 @@ configuration: attention backend, channels-last, ToMe ratio, batch 1 (uncond ski
 of `--repeats` calls after warm-up, plus host wall time per call; FLOPs per call counted once
 with torch's FlopCounterMode; achieved TFLOP/s = FLOPs / median GPU time. Numerics: the graph's
 output is compared with eager's for the same inputs (max |difference|).
+
+--compiled adds a "compiled + graph" row to each configuration: the UNet's forward through
+torch.compile (inductor, `dynamic=False`, as `compile_unet` runs it) captured in the CUDA graph,
+with its cold compile seconds and its max |difference| from eager. --only keeps the
+configurations whose label contains one of the comma-separated parts. --vae adds the VAE decoder
+(SD's AutoencoderKL decoder, fp16 without autocast as the WebUI decodes) at 512² and 1024²:
+eager, channels-last, CUDA graph, compiled + graph.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lib_speedkit.apply import apply_plan
 from lib_speedkit.bench.models import SD15_UNET, build_unet, rerandomise
+from lib_speedkit.compiled import Compiler, apply_compiled
 from lib_speedkit.cuda_graph import GraphCache, apply_cuda_graph
 from lib_speedkit.plan import AttentionConfig, ChannelsLastConfig, SpeedPlan, TokenMergingConfig
 
@@ -131,21 +140,41 @@ def time_calls(call, repeats: int, warmup: int = 5) -> dict:
     }
 
 
-def run_config(unet, kind: str, label: str, plan: SpeedPlan, batch: int, size: int, repeats: int) -> list[dict]:
-    """Eager and graph rows for one configuration (the plan applied for both, then undone)."""
-    args, kwargs = unet_inputs(kind, batch, size, "cuda")
+def graphed_rows(module, call, eager_out, repeats: int, compiled: bool) -> list[dict]:
+    """The CUDA-graph row of `call` (which calls `module`), and with `compiled` the compiled +
+    graph row: its cold compile (and capture) seconds; each with its max |difference| from eager."""
     rows = []
+    for mode in ("cuda graph", "compiled + graph") if compiled else ("cuda graph",):
+        cache = GraphCache()
+        with apply_cuda_graph(module, cache, "bench"):
+            if mode == "compiled + graph":
+                apply_compiled(module, Compiler())
+            torch.cuda.synchronize()
+            started = time.perf_counter()
+            output = call().float()
+            torch.cuda.synchronize()
+            first_call = time.perf_counter() - started
+            row = {"mode": mode, **time_calls(call, repeats)}
+            row.update(
+                graph_max_abs_diff=(output - eager_out).abs().max().item(),
+                graph_eager_calls=dict(cache.stats.eager_calls),
+                first_call_s=round(first_call, 2),
+            )
+            rows.append(row)
+        cache.release()
+    return rows
+
+
+def run_config(
+    unet, kind: str, label: str, plan: SpeedPlan, batch: int, size: int, repeats: int, compiled: bool = False
+) -> list[dict]:
+    """Eager, graph (and compiled + graph) rows for one configuration (the plan applied, then undone)."""
+    args, kwargs = unet_inputs(kind, batch, size, "cuda")
     with apply_plan(unet, plan, torch.float16), torch.no_grad(), torch.autocast("cuda", dtype=torch.float16):
         flops = count_flops(unet, args, kwargs)
         eager_out = unet(*args, **kwargs).float()
-        rows.append({"mode": "eager", **time_calls(lambda: unet(*args, **kwargs), repeats)})
-        cache = GraphCache()
-        with apply_cuda_graph(unet, cache, "bench"):
-            graph_out = unet(*args, **kwargs).float()
-            rows.append({"mode": "cuda graph", **time_calls(lambda: unet(*args, **kwargs), repeats)})
-            eager_calls = dict(cache.stats.eager_calls)
-        cache.release()
-    difference = (graph_out - eager_out).abs().max().item()
+        rows = [{"mode": "eager", **time_calls(lambda: unet(*args, **kwargs), repeats), "graph_max_abs_diff": None}]
+        rows += graphed_rows(unet, lambda: unet(*args, **kwargs), eager_out, repeats, compiled)
     for row in rows:
         row.update(
             model=kind,
@@ -154,10 +183,51 @@ def run_config(unet, kind: str, label: str, plan: SpeedPlan, batch: int, size: i
             size=size,
             gflop=flops / 1e9,
             tflops=flops / (row["gpu_ms_median"] / 1000) / 1e12,
-            graph_max_abs_diff=difference if row["mode"] == "cuda graph" else None,
             output_abs_max=eager_out.abs().max().item(),
-            graph_eager_calls=eager_calls if row["mode"] == "cuda graph" else None,
         )
+    return rows
+
+
+VAE_DECODER = {  # v1-inference.yaml's first_stage_config ddconfig (SD1.x, SD2.x and SDXL share it)
+    "double_z": True,
+    "z_channels": 4,
+    "resolution": 256,
+    "in_channels": 3,
+    "out_ch": 3,
+    "ch": 128,
+    "ch_mult": [1, 2, 4, 4],
+    "num_res_blocks": 2,
+    "attn_resolutions": [],
+    "dropout": 0.0,
+}
+
+
+def vae_rows(size: int, repeats: int, compiled: bool) -> list[dict]:
+    """The VAE decoder at `size`² (one image, fp16, no autocast: the WebUI's decode)."""
+    from ldm.modules.diffusionmodules.model import Decoder
+
+    decoder = Decoder(**VAE_DECODER)
+    rerandomise(decoder)
+    decoder = decoder.eval().half().cuda()
+    z = torch.randn(1, 4, size // 8, size // 8, generator=torch.Generator().manual_seed(3)).half().cuda()
+    rows = []
+
+    def decode():
+        return decoder(z)
+
+    with torch.no_grad():
+        flops = count_flops(decoder, (z,), {})
+        eager_out = decoder(z).float()
+        largest = eager_out.abs().max().item()
+        for layout in ("contiguous", "channels-last"):
+            if layout == "channels-last":
+                decoder.to(memory_format=torch.channels_last)  # in place: the same module
+            mode_rows = [{"mode": "eager", **time_calls(decode, repeats), "graph_max_abs_diff": None}]
+            mode_rows += graphed_rows(decoder, decode, eager_out, repeats, compiled)
+            for row in mode_rows:
+                row.update(model="vae", config=f"decoder, {layout}", batch=1, size=size, gflop=flops / 1e9)
+                row.update(tflops=flops / (row["gpu_ms_median"] / 1000) / 1e12, output_abs_max=largest)
+            rows += mode_rows
     return rows
 
 
@@ -180,6 +250,7 @@ def configurations(kind: str) -> list[tuple[str, SpeedPlan, int, int]]:
         ("sdp + channels-last", SpeedPlan(sdp, channels_last=ChannelsLastConfig(True)), 2, 512),
         ("sdp (uncond skipped)", SpeedPlan(sdp), 1, 512),
         ("sdp + channels-last (uncond skipped)", SpeedPlan(sdp, channels_last=ChannelsLastConfig(True)), 1, 512),
+        ("sdp + channels-last (batch 4)", SpeedPlan(sdp, channels_last=ChannelsLastConfig(True)), 8, 512),
         ("sdp + ToMe 0.3", SpeedPlan(sdp, tome=TokenMergingConfig(ratio=0.3)), 2, 512),
         ("sdp + ToMe 0.5", SpeedPlan(sdp, tome=TokenMergingConfig(ratio=0.5)), 2, 512),
         ("sdp", SpeedPlan(sdp), 2, 1024),
@@ -193,8 +264,8 @@ def configurations(kind: str) -> list[tuple[str, SpeedPlan, int, int]]:
 
 def table(rows: list[dict]) -> str:
     head = (
-        f"{'model':<6}{'config':<40}{'b':>2}{'size':>6}{'mode':>12}{'GPU ms':>9}{'wall ms':>9}"
-        f"{'TFLOP/s':>9}{'graph max|d|':>14}"
+        f"{'model':<6}{'config':<40}{'b':>2}{'size':>6}{'mode':>18}{'GPU ms':>9}{'wall ms':>9}"
+        f"{'TFLOP/s':>9}{'max|d| vs eager':>17}{'first call s':>14}"
     )
     lines = [head]
     for r in rows:
@@ -205,8 +276,9 @@ def table(rows: list[dict]) -> str:
         if r.get("graph_eager_calls"):
             diff += f"  EAGER: {r['graph_eager_calls']}"
         lines.append(
-            f"{r['model']:<6}{r['config']:<40}{r['batch']:>2}{r['size']:>6}{r['mode']:>12}"
-            f"{r['gpu_ms_median']:>9.2f}{r['wall_ms_median']:>9.2f}{r['tflops']:>9.1f}{diff:>14}"
+            f"{r['model']:<6}{r['config']:<40}{r['batch']:>2}{r['size']:>6}{r['mode']:>18}"
+            f"{r['gpu_ms_median']:>9.2f}{r['wall_ms_median']:>9.2f}{r['tflops']:>9.1f}{diff:>17}"
+            f"{r.get('first_call_s', ''):>14}"
         )
     return "\n".join(lines)
 
@@ -216,6 +288,9 @@ def main() -> int:
     parser.add_argument("--out", default="unet_step.json")
     parser.add_argument("--models", default="sd15,sdxl")
     parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--compiled", action="store_true", help="add compiled + graph rows")
+    parser.add_argument("--only", help="configurations whose label contains one of these comma-separated parts")
+    parser.add_argument("--vae", action="store_true", help="add the VAE decoder's rows")
     ns = parser.parse_args()
     if not torch.cuda.is_available():
         print("unet_step.py needs a CUDA GPU", file=sys.stderr)
@@ -229,13 +304,21 @@ def main() -> int:
             notes.append(f"{kind} skipped: {error}")
             continue
         for label, plan, batch, size in configurations(kind):
+            if ns.only and not any(part in label for part in ns.only.split(",")):
+                continue
             try:
-                rows += run_config(unet, kind, label, plan, batch, size, ns.repeats)
+                rows += run_config(unet, kind, label, plan, batch, size, ns.repeats, ns.compiled)
             except Exception as error:  # noqa: BLE001 - one configuration failing must not end the table
                 rows.append({"model": kind, "config": label, "batch": batch, "size": size, "error": repr(error)[:200]})
-            print("\n".join(table(rows[-2:]).splitlines()[1:]), flush=True)
+            print("\n".join(table(rows[-3:]).splitlines()[1:]), flush=True)
         del unet
         torch.cuda.empty_cache()
+    for size in (512, 1024) if ns.vae else ():
+        try:
+            rows += vae_rows(size, ns.repeats, ns.compiled)
+        except Exception as error:  # noqa: BLE001 - keep the table
+            rows.append({"model": "vae", "config": "decoder", "batch": 1, "size": size, "error": repr(error)[:200]})
+        print("\n".join(table(rows[-6:]).splitlines()[1:]), flush=True)
     result = {
         "device": torch.cuda.get_device_name(0),
         "torch": torch.__version__,

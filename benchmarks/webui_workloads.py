@@ -259,6 +259,8 @@ def bench(server: Server, overrides: dict, speedkit, runs: int, warmup: int, lab
     return {
         "sampler_its": [run["sampler_its"] for run in result["runs"]],
         "seconds": [run["total_s"] for run in result["runs"]],
+        "end_to_end_its": [run["end_to_end_its"] for run in result["runs"]],
+        "phases": [run.get("phases_s") for run in result["runs"]],
         "digests": [run["image_sha256"] for run in result["runs"]],
         "cuda_graph": [run.get("cuda_graph") for run in result["runs"]],
         "deepcache": [run.get("deepcache") for run in result["runs"]],

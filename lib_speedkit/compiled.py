@@ -10,12 +10,14 @@ A forward whose compiling fails runs uncompiled from then on and says why (`fail
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import weakref
 from collections.abc import Callable, Hashable
 
 import torch
 
-from .cuda_graph import graph_support, graphed_forward_of
+from .cuda_graph import autocast_state, graph_support, graphed_forward_of
 from .errors import FeatureSkipped
 from .undo import Undo
 
@@ -56,13 +58,15 @@ def _is_compile_error(error: BaseException) -> bool:
 
 
 class CompiledForward:
-    """A compiled forward that runs the original for good once compiling failed."""
+    """A compiled forward that runs the original for good once compiling failed. `ready` holds the
+    call signatures it has compiled for (torch.compile compiles on the first call of each)."""
 
     def __init__(self, original: Callable, compiled: Callable, on_failure: Callable[[str], None]):
         self.original = original
         self.compiled = compiled
         self.on_failure = on_failure
         self.failure: str | None = None
+        self.ready: set[Hashable] = set()
 
     def __call__(self, *args, **kwargs):
         if self.failure is None:
@@ -76,19 +80,100 @@ class CompiledForward:
         return self.original(*args, **kwargs)
 
 
+def shape_key(args: tuple, kwargs: dict) -> Hashable:
+    """What a static-shape compile depends on in a call: its tensors' shapes, dtypes and devices
+    (and the other values as they are), with the autocast state the call runs under."""
+
+    def spec(value: object) -> Hashable:
+        if isinstance(value, torch.Tensor):
+            return (tuple(value.shape), value.dtype, value.device.type)
+        return value if isinstance(value, (int, float, str, bool, type(None))) else type(value).__name__
+
+    return (tuple(spec(a) for a in args), tuple((k, spec(v)) for k, v in sorted(kwargs.items())), autocast_state())
+
+
+class _Compiling:
+    """One first call of a compiled forward, run on a worker thread under the caller's gradient and
+    autocast state, so that the caller can stop waiting for it (the WebUI's Interrupt)."""
+
+    def __init__(self, forward: CompiledForward, key: Hashable, args: tuple, kwargs: dict):
+        self.forward, self.key = forward, key
+        self.error: BaseException | None = None
+        args, kwargs = _detached(args), {name: _detached(value) for name, value in kwargs.items()}
+        grad, (autocast, dtype) = torch.is_grad_enabled(), autocast_state()
+        device = torch.cuda.current_device() if torch.cuda.is_available() else None
+
+        def first_call() -> None:
+            try:
+                if device is not None:
+                    torch.cuda.set_device(device)
+                cast = torch.autocast("cuda", dtype=dtype) if autocast else contextlib.nullcontext()
+                with torch.set_grad_enabled(grad), cast:
+                    forward(*args, **kwargs)
+                forward.ready.add(key)
+            except BaseException as error:  # noqa: BLE001 - handed to whoever waits for it
+                self.error = error
+
+        self.thread = threading.Thread(target=first_call, name="speedkit-compile", daemon=True)
+        self.thread.start()
+
+    def wait(self, interrupted: Callable[[], bool], poll_seconds: float = 0.1) -> bool:
+        """True once the first call finished (its error re-raised); False if `interrupted` said stop first."""
+        while self.thread.is_alive():
+            if interrupted():
+                return False
+            self.thread.join(poll_seconds)
+        if self.error is not None:
+            raise self.error
+        return True
+
+
+def _detached(value: object) -> object:
+    return value.detach().clone() if isinstance(value, torch.Tensor) else value
+
+
 class Compiler:
-    """Compiled forwards per module and per `what` (a hashable name of the forward)."""
+    """Compiled forwards per module and per `what` (a hashable name of the forward).
+
+    The first call of each shape compiles (about a minute for a UNet) on a worker thread while
+    the caller waits: `interrupted` (the host's Interrupt button) makes it stop waiting, and that
+    call and every call needing a compile until the worker is done run uncompiled (`ready` says
+    which). `announce(args)` tells the host a compile starts (its progress text)."""
 
     def __init__(self, compile_fn: Callable[[Callable], Callable] = inductor):
         self.compile_fn = compile_fn
         self._compiled: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self.failures: list[str] = []  # why compiling failed, newest last
+        self.interrupted: Callable[[], bool] = lambda: False
+        self.announce: Callable[[tuple], None] = lambda args: None
+        self.background: _Compiling | None = None  # a compile the caller stopped waiting for
+        self.interruptions = 0
 
     def __call__(self, module: torch.nn.Module, what: Hashable, forward: Callable) -> CompiledForward:
         per_module = self._compiled.setdefault(module, {})
         if what not in per_module:  # torch.compile is lazy: the first call of each shape compiles
             per_module[what] = CompiledForward(forward, self.compile_fn(forward), self.failures.append)
         return per_module[what]
+
+    def ready(self, forward: CompiledForward, args: tuple, kwargs: dict) -> str | None:
+        """Compile `forward` for this call's shapes if needed. None: it may run (compiled, or its
+        original after a compile failure); else why this call runs uncompiled."""
+        if forward.failure is not None:
+            return None
+        key = shape_key(args, kwargs)
+        if key in forward.ready:
+            return None
+        if self.background is not None:
+            if self.background.thread.is_alive():
+                return "the compiled UNet is still compiling a shape in the background (interrupted earlier)"
+            self.background = None
+        self.announce(args)
+        compiling = _Compiling(forward, key, args, kwargs)
+        if compiling.wait(self.interrupted):
+            return None
+        self.background = compiling
+        self.interruptions += 1
+        return "compiling was interrupted: this call ran uncompiled (the compile finishes in the background)"
 
     def forget(self) -> None:
         """Drop every compiled forward (model load and unload: a compiled forward holds its module)."""

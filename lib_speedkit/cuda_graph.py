@@ -431,7 +431,6 @@ class GraphCache:
         self.failed: dict[Hashable, str] = {}
         self.last_failure: str | None = None  # the reason of the newest failed capture
         self.stats = GraphStats()
-        self.before_capture: Callable[[Callable, tuple], None] | None = None  # a host's progress text
 
     def __len__(self) -> int:
         return len(self.graphs)
@@ -474,8 +473,6 @@ class GraphCache:
         return _clone_output(captured.output)
 
     def _capture(self, forward: Callable, key: Hashable, args: tuple, kwargs: dict) -> CapturedCall | None:
-        if self.before_capture is not None:
-            self.before_capture(forward, args)
         started = time.perf_counter()
         try:
             captured = self._capture_once(forward, args, kwargs)
@@ -555,8 +552,9 @@ class GraphedForward:
         self.eager_forward = type(module).forward.__get__(module)
         self.cache = cache
         self.context_key = context_key
-        # (module, what, forward) -> its compiled version: set by compiled.apply_compiled
-        self.compiler: Callable[[torch.nn.Module, Hashable, Callable], Callable] | None = None
+        # compiled.Compiler (its compiled forwards, and whether one is ready for a call's shapes):
+        # set by compiled.apply_compiled
+        self.compiler = None
         self.gave_up: str | None = None
 
     speedkit_wrapper = "speedkit-graph"
@@ -570,8 +568,11 @@ class GraphedForward:
         if self.gave_up is not None:
             return self.cache._eager(forward, args, kwargs, self.gave_up)
         if self.compiler is not None:  # the compiled kernels are what the graph captures
-            forward = self.compiler(self.module, tag or "forward", forward)
-            tag = ("compiled", tag)
+            compiled = self.compiler(self.module, tag or "forward", forward)
+            uncompiled = self.compiler.ready(compiled, args, kwargs)
+            if uncompiled is not None:
+                return self.cache._eager(forward, args, kwargs, uncompiled)
+            forward, tag = compiled, ("compiled", tag)
         failures = self.cache.stats.failed_captures
         key = self.context_key() if tag is None else (self.context_key(), tag)
         output = self.cache.call(forward, key, args, kwargs)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import builtins
 import sys
+import threading
 
 import pytest
 import torch
@@ -136,3 +137,88 @@ def test_the_library_leaves_the_compiled_unet_out_where_the_graph_does_not_run(u
         assert "CUDA" in applied.skipped["cuda_graph"]
         assert applied.skipped["compile"].endswith("the CUDA graph is not used (see its note)")
     assert "forward" not in unet.__dict__
+
+
+class BlockingCompile:
+    """A compile function whose compiled forward blocks on its first call of each shape until
+    `release` is set (a compile that takes a while); it counts the compiled calls."""
+
+    def __init__(self):
+        self.release = threading.Event()
+        self.compiled_calls = 0
+        self.seen: set = set()
+
+    def __call__(self, forward):
+        def compiled(*args, **kwargs):
+            shape = tuple(int(size) for size in args[0].shape)
+            if shape not in self.seen:
+                self.release.wait(30)
+                self.seen.add(shape)
+            self.compiled_calls += 1
+            return forward(*args, **kwargs)
+
+        return compiled
+
+
+def test_an_interrupted_compile_runs_that_call_uncompiled_and_finishes_in_the_background(unet):
+    compile_fn = BlockingCompile()
+    compiler, cache = Compiler(compile_fn), GraphCache(StandInCapturer())
+    announced, asked = [], []
+    compiler.announce = lambda args: announced.append(tuple(args[0].shape))
+    compiler.interrupted = lambda: asked.append(1) or len(asked) > 2  # Interrupt pressed while waiting
+    apply_cuda_graph(unet, cache, "ctx")
+    apply_compiled(unet, compiler)
+    eager = call(unet)  # interrupted: the UNet's own forward, no capture
+    assert torch.equal(eager, call(unet))  # still compiling: uncompiled again, not waited for
+    assert cache.stats.captures == 0 and compiler.interruptions == 1
+    reasons = list(cache.stats.eager_calls)
+    assert "compiling was interrupted" in reasons[0] and "still compiling" in reasons[1]
+    assert announced == [(2, 4, 16, 16)]
+    compile_fn.release.set()
+    compiler.background.thread.join(10)
+    assert torch.equal(call(unet), eager)  # compiled now: captured and replayed
+    assert cache.stats.captures == 1 and cache.stats.replays == 1 and announced == [(2, 4, 16, 16)]
+
+
+def test_a_compile_nobody_interrupts_is_waited_for_and_runs_once_per_shape(unet):
+    compile_fn = BlockingCompile()
+    compile_fn.release.set()
+    compiler, cache = Compiler(compile_fn), GraphCache(StandInCapturer())
+    apply_cuda_graph(unet, cache, "ctx")
+    apply_compiled(unet, compiler)
+    call(unet)
+    call(unet)
+    assert compiler.background is None and not cache.stats.eager_calls
+    assert cache.stats.captures == 1 and compile_fn.seen == {(2, 4, 16, 16)}
+
+
+def test_a_compile_failure_on_the_worker_is_the_callers_note_and_the_graph_replays_the_original(unet):
+    import torch._dynamo.exc
+
+    def broken_compile(_forward):
+        def compiled(*_args, **_kwargs):
+            raise torch._dynamo.exc.TorchDynamoException("inductor: no triton")
+
+        return compiled
+
+    compiler, cache = Compiler(broken_compile), GraphCache(StandInCapturer())
+    apply_cuda_graph(unet, cache, "ctx")
+    apply_compiled(unet, compiler)
+    eager = call(unet)
+    assert torch.equal(call(unet), eager)
+    assert compiler.failures == ["TorchDynamoException: inductor: no triton"]
+    assert cache.stats.captures == 1 and not cache.stats.eager_calls
+
+
+def test_the_worker_runs_under_the_callers_gradient_and_autocast_state():
+    seen = []
+
+    def recording(*_args):
+        seen.append((torch.is_grad_enabled(), threading.current_thread().name))
+
+    forward = CompiledForward(lambda x: x, recording, lambda reason: None)
+    compiler = Compiler(lambda f: f)
+    with torch.no_grad():
+        assert compiler.ready(forward, (torch.ones(2),), {}) is None
+    assert seen == [(False, "speedkit-compile")]
+    assert compiler.ready(forward, (torch.ones(2),), {}) is None and len(seen) == 1  # ready: not again

@@ -37,6 +37,7 @@ class RunMeasurement:
     total_seconds: float
     time_taken_seconds: float
     sampling_windows: list[tuple[float, float]] = field(default_factory=list)
+    phases_seconds: dict[str, float] = field(default_factory=dict)  # outside sampling: conditioning, VAE decode, ...
     vram_mb: dict[str, float | None] = field(default_factory=dict)
     first_image: object = None
     interrupted: bool = False
@@ -57,6 +58,7 @@ class RunRecord:
             "sampler_s": m.sampler_seconds,
             "total_s": m.total_seconds,
             "time_taken_s": m.time_taken_seconds,
+            "phases_s": m.phases_seconds,
             "vram_mb": m.vram_mb,
             "interrupted": m.interrupted,
             "attention": m.info.get("attention"),

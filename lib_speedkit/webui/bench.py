@@ -30,6 +30,7 @@ from . import attention, hooks
 from .availability import check_plan_can_run
 from .host_patches import patches_removed
 from .options import remember_options
+from .phases import timed_phases
 from .slim import environment_load_speed
 
 HISTORY_FILE = "bench-history.jsonl"
@@ -100,7 +101,7 @@ def generate(preset: BenchPreset, plan: SpeedPlan | None) -> RunMeasurement:
     memory.start()
     restore_options = remember_options(p.override_settings)
     try:
-        with closing(p):
+        with closing(p), timed_phases(p) as phases:
             started = time.perf_counter()
             processed = processing.process_images(p)
             total = time.perf_counter() - started
@@ -113,9 +114,11 @@ def generate(preset: BenchPreset, plan: SpeedPlan | None) -> RunMeasurement:
     record = hooks.last_record()
     if plan is not None and record is not None:
         info["speedkit"] = record.as_json()  # notes, applied switches, graph statistics: the record itself
+    sampler_seconds = sum(end - start for start, end in windows)
     return RunMeasurement(
-        sampler_seconds=sum(end - start for start, end in windows),
+        sampler_seconds=sampler_seconds,
         total_seconds=total,
+        phases_seconds=phases.as_json(total, sampler_seconds),
         time_taken_seconds=time.perf_counter() - call_started,
         sampling_windows=windows,
         vram_mb=torch_peaks | {"system_peak_mb": system_peak, "total_mb": total_memory},

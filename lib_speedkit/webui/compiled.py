@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from modules import paths_internal, shared
 
-from ..compiled import CompiledForward, Compiler, compile_support
+from ..compiled import Compiler, compile_support
 from ..cuda_graph import GraphCache, TensorSpec
 
 COMPILER = Compiler()
@@ -41,18 +41,33 @@ def compile_blocker() -> str | None:
     return compile_support()
 
 
-def announce_capture(forward, args: tuple) -> None:
-    """GraphCache.before_capture: say in the progress text that the compiled UNet is being prepared
-    for this shape (the first time, that compiles it)."""
-    if not isinstance(forward, CompiledForward) or forward.failure is not None:
-        return
+def announce(args: tuple) -> None:
+    """Compiler.announce: say in the progress text that the UNet is being compiled for this shape."""
     latent = next((a for a in args if isinstance(a, torch.Tensor) and a.dim() == 4), None)
     size = (
         f"{latent.shape[3] * 8}×{latent.shape[2] * 8}, batch {latent.shape[0]}" if latent is not None else "a new shape"
     )
     shared.state.textinfo = (
-        f"Speedkit: preparing the compiled UNet for {size} (a new shape compiles once, about a minute)"
+        f"Speedkit: compiling the UNet for {size} (first time only, about a minute; "
+        "Interrupt runs this generation without it)"
     )
+
+
+def interrupted() -> bool:
+    """Compiler.interrupted: the WebUI's Interrupt or Skip was pressed during the generation."""
+    return bool(shared.state.interrupted or shared.state.skipped)
+
+
+def connect() -> None:
+    """The process's compiler reports its compiles in the progress text and stops waiting for one
+    when the user interrupts."""
+    COMPILER.announce = announce
+    COMPILER.interrupted = interrupted
+
+
+def disconnect() -> None:
+    COMPILER.announce = lambda args: None
+    COMPILER.interrupted = lambda: False
 
 
 def release(*_args) -> None:
@@ -78,9 +93,12 @@ def compiled_graphs(graphs: GraphCache) -> list[dict]:
 
 
 def status(graphs: GraphCache) -> dict:
+    background = COMPILER.background
     return {
         "unavailable": compile_support(),
         "compiled_graphs": compiled_graphs(graphs),
+        "compiling_in_background": bool(background is not None and background.thread.is_alive()),
+        "interrupted_compiles": COMPILER.interruptions,
         "failures": list(COMPILER.failures[-5:]),
         "cache_folder": os.environ.get("TORCHINDUCTOR_CACHE_DIR"),
     }

@@ -228,7 +228,9 @@ class Generation:
             self.pass_graph_before = None
             if graphed:
                 self.graph_calls.add(current["cuda_graph"])
-                current["compiled"] = compiled_pass and self._compiled_without_failure()
+                current["compiled"] = (
+                    compiled_pass and self._compiled_without_failure() and not current["cuda_graph"]["eager_calls"]
+                )
                 self._claim_graph()
 
     def _compiled_without_failure(self) -> bool:

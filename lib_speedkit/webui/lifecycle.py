@@ -22,7 +22,7 @@ def unload() -> None:
     host_patches.remove_patches()
     fast_path.release_graphs()
     compiled.release()
-    fast_path.GRAPHS.before_capture = None
+    compiled.disconnect()
     _State.installed = False
 
 
@@ -50,7 +50,7 @@ def install() -> None:
         return
     host_patches.install_patches()
     compiled.use_cache_folders()
-    fast_path.GRAPHS.before_capture = compiled.announce_capture
+    compiled.connect()
     for register, callback, name in CALLBACKS:
         register(callback, name=name)
     _State.installed = True

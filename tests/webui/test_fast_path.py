@@ -141,6 +141,33 @@ def test_when_compiling_fails_the_graph_replays_the_uncompiled_unet_and_says_why
     assert pixels(response) == pixels(txt2img(webui, width=128))
 
 
+def test_interrupting_a_compile_ends_the_wait_and_the_generation_runs_without_it(webui):
+    """The first call of a new shape compiles (here: until interrupted); the progress text says so,
+    Interrupt answers within seconds, and the infotext claims no compiled UNet."""
+    import threading
+    import time
+
+    answer: dict = {}
+    request = threading.Thread(
+        target=lambda: answer.update(response=txt2img(webui, compiled_graph("cpu-compile-slow"), width=192))
+    )
+    request.start()
+    deadline = time.monotonic() + 120
+    textinfo = ""
+    while "compiling the UNet" not in textinfo and time.monotonic() < deadline:
+        time.sleep(0.2)
+        textinfo = http_json(webui.url + "/sdapi/v1/progress?skip_current_image=true")["textinfo"] or ""
+    assert "compiling the UNet for 192×64, batch 2 (first time only" in textinfo
+    interrupted_at = time.monotonic()
+    http_json(webui.url + "/sdapi/v1/interrupt", {})
+    request.join(60)
+    assert not request.is_alive() and time.monotonic() - interrupted_at < 20  # not the 30 s compile
+    params = params_of(answer["response"])
+    assert "Speedkit compiled UNet" not in params
+    assert "compiling was interrupted: this call ran uncompiled" in params["Speedkit note"]
+    assert status(webui)["compiled_unet"]["failures"] == []
+
+
 def test_the_compiled_unet_without_the_graph_is_a_422_naming_it(webui, pristine):
     switches = [True, "keep", "off", 0.75, 0.0, 0.0, 1, 2, 2, False, -1, False, False, False]
     code, body = post(

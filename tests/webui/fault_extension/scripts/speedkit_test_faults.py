@@ -23,6 +23,8 @@ API args: [fail_after_unet_calls (-1 = never), kind]. Kinds:
   "cpu-compile"    CPU graphs, and a compiler that hands the forward back unchanged (inductor
                    needs a GPU) and counts what it was given ("Speedkit test compiled");
   "cpu-compile-fails" the same, with compiled forwards that fail as torch.compile fails.
+  "cpu-compile-slow" the same, with a first call per shape that takes until the user interrupts
+                   (at most 30 s), reported in the progress text as the WebUI's compiler does.
 """
 
 import sys
@@ -69,7 +71,7 @@ class CpuCompiler:
     """A compiler for this generation (swapped in and out like the graphs)."""
 
     @staticmethod
-    def swap_in(p, fails: bool) -> None:
+    def swap_in(p, fails: bool = False, slow: bool = False) -> None:
         import torch._dynamo.exc
 
         from lib_speedkit.compiled import Compiler
@@ -79,6 +81,8 @@ class CpuCompiler:
 
         def compile_fn(forward):
             given.append(type(forward).__name__)
+            if slow:
+                return CpuCompiler.slow_first_call(forward)
             if not fails:
                 return forward
 
@@ -89,6 +93,27 @@ class CpuCompiler:
 
         p.speedkit_test_compiler = (compiled.COMPILER, given)
         compiled.COMPILER = Compiler(compile_fn)
+        if slow:
+            compiled.COMPILER.announce, compiled.COMPILER.interrupted = compiled.announce, compiled.interrupted
+
+    @staticmethod
+    def slow_first_call(forward):
+        """A compiled forward whose first call lasts until the generation is interrupted (then it
+        returns nothing: the caller stopped waiting for it)."""
+        import time
+
+        calls = []
+
+        def compiled_forward(*args, **kwargs):
+            if calls:
+                return forward(*args, **kwargs)
+            calls.append(1)
+            deadline = time.monotonic() + 30
+            while not shared.state.interrupted and time.monotonic() < deadline:
+                time.sleep(0.05)
+            return None
+
+        return compiled_forward
 
     @staticmethod
     def swap_out(p) -> None:
@@ -150,7 +175,7 @@ class SpeedkitTestFaults(scripts.Script):
     def before_process(self, p, fail_after, kind):
         if kind.startswith("cpu-compile"):
             CpuGraphs.swap_in(p)
-            CpuCompiler.swap_in(p, fails=kind == "cpu-compile-fails")
+            CpuCompiler.swap_in(p, fails=kind == "cpu-compile-fails", slow=kind == "cpu-compile-slow")
         if kind.startswith("cpu-graphs"):
             CpuGraphs.swap_in(p)
         if kind == "cpu-graphs-copy":

@@ -1,0 +1,204 @@
+"""The compiled UNet (issue #13) where people generate, in a real A1111 1.10.1: every #12 workload
+against stock and the lossless fast path, where the time outside sampling goes, and how long a
+restarted WebUI takes to compile a known shape from its on-disk cache.
+
+  python benchmarks/webui_compiled.py --a1111 DIR --model sd15|sdxl [--runs 5] [--runs-large 3]
+         [--work DIR] [--out DIR] [--only NAMES] [--no-restart]
+
+Models and LoRA: random-weight checkpoints, built as benchmarks/webui_workloads.py builds them.
+Configurations: stock (Speedkit off, "sdp - scaled dot product"), lossless (CUDA graph +
+channels-last + lean step), lossless + compiled (`compile_unet`); on Asuka 512² also compiled with
+the guidance cutoff (fraction 0.5: batch-1 shapes in the second half) and, as its own workload,
+with ToMe 0.5 (each against lossless with the same switch). Workloads (--model sd15): Asuka 512²
+Euler 28, Asuka 512² with ToMe, 512² with the LoRA, 512² batch 4, 1024², hires fix 512→1024
+(whole request through /sdapi/v1/txt2img); --model sdxl: SDXL 1024² Euler 20 with and without the
+LoRA. Orders and images as in benchmarks/webui_deepcache.py (which measures): steady, toggle, one
+image per configuration against stock (max pixel difference, PSNR).
+
+Outside sampling: each bench run's phases (POST /speedkit/v1/bench's `phases_s`: conditioning, VAE
+decode, the WebUI's torch_gc, the rest), medians per configuration; end-to-end it/s against
+sampler it/s.
+
+Restart: after the workloads the WebUI is stopped and started again with the same data folder;
+the first compiled generation of Asuka 512² then compiles from the inductor cache under it
+(`cache/speedkit-compile`): its compile + capture seconds and its whole-request seconds.
+
+Outputs in --out: results.json, report.md, images/ (or --images), webui.log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+import traceback
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+import webui_deepcache as deepcache  # noqa: E402  (standard library only at import time)
+import webui_workloads as workloads  # noqa: E402
+from webui_asuka import CUTOFF, LOSSLESS, TOME, Server, args, harness  # noqa: E402
+
+STOCK = None
+FAST = args(**LOSSLESS)
+COMPILED = args(**LOSSLESS, compile_unet=True)
+THREE = {"stock": STOCK, "lossless": FAST, "lossless + compiled": COMPILED}
+WITH_CUTOFF = {
+    **THREE,
+    "lossless + cutoff 0.5": args(**LOSSLESS, **CUTOFF),
+    "lossless + compiled + cutoff 0.5": args(**LOSSLESS, compile_unet=True, **CUTOFF),
+}
+WITH_TOME = {
+    "stock": STOCK,
+    "lossless": FAST,
+    "lossless + ToMe 0.5": args(**LOSSLESS, **TOME),
+    "lossless + compiled + ToMe 0.5": args(**LOSSLESS, compile_unet=True, **TOME),
+}
+SD15 = [
+    ("Asuka 512², Euler 28", {}, WITH_CUTOFF),
+    ("Asuka 512², ToMe", {}, WITH_TOME),
+    ("512², LoRA", {"prompt": "LORA"}, THREE),
+    ("512², batch 4", {"batch_size": 4, "large": True}, THREE),
+    ("1024² SD1.5", {"width": 1024, "height": 1024, "large": True}, THREE),
+    ("hires fix 512→1024", {"hires": True, "large": True}, THREE),
+]
+SDXL = [
+    ("SDXL 1024², Euler 20", {**workloads.SDXL_1024, "large": True}, THREE),
+    ("SDXL 1024², LoRA", {**workloads.SDXL_1024, "prompt": "LORA", "large": True}, THREE),
+]
+PHASES = ("conditioning", "vae_decode", "torch_gc", "other")
+
+
+def phase_medians(record: dict) -> dict:
+    """Median milliseconds per phase outside sampling over a bench record's runs."""
+    runs = [phases for phases in record.get("phases") or [] if phases]
+    return {name: round(1000 * statistics.median(r.get(name, 0.0) for r in runs), 1) for name in PHASES} if runs else {}
+
+
+def outside_sampling_report(results: list[dict]) -> str:
+    lines = [
+        "| workload | configuration | sampler it/s | end-to-end it/s | end-to-end / sampler | "
+        + " | ".join(f"{name} ms" for name in PHASES)
+        + " |",
+        "|---|---|---|---|---|" + "---|" * len(PHASES),
+    ]
+    for result in results:
+        for label, record in (result.get("steady") or {}).items():
+            if "end_to_end_its" not in record:
+                continue
+            sampler = workloads.median(record["sampler_its"])
+            end_to_end = workloads.median(record["end_to_end_its"])
+            phases = phase_medians(record)
+            lines.append(
+                f"| {result['workload']} | {label} | {sampler:.2f} | {end_to_end:.2f} | {end_to_end / sampler:.1%} | "
+                + " | ".join(str(phases.get(name, "")) for name in PHASES)
+                + " |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def restart_from_cache(server: Server, overrides: dict) -> dict:
+    """Stop the WebUI, start it again with the same data folder, and time the first compiled
+    generation (its compile comes from the on-disk cache)."""
+    server.stop()
+    startup = workloads.start_with_stock_attention(server)
+    before = deepcache.graph_totals(server)
+    started = time.perf_counter()
+    first = workloads.bench(server, overrides, COMPILED, 1, 0, "after a restart: compiled, first run")
+    seconds = time.perf_counter() - started
+    after = deepcache.graph_totals(server)
+    steady = workloads.bench(server, overrides, COMPILED, 3, 0, "after a restart: compiled, steady")
+    return {
+        "startup_seconds": startup,
+        "first_request_seconds": round(seconds, 2),
+        "compile_and_capture_seconds": round(after["capture_seconds"] - before["capture_seconds"], 2),
+        "first": first,
+        "steady": steady,
+        "cache_folder": harness.http_json(server.url + "/speedkit/v1/status").get("compiled_unet", {}),
+    }
+
+
+def restart_report(record: dict) -> str:
+    if not record:
+        return ""
+    if "error" in record:
+        return f"\nRestart from the on-disk cache: ERROR {record['error'][:500]}\n"
+    steady = workloads.median(record["steady"]["sampler_its"])
+    return (
+        f"\nRestart from the on-disk cache: WebUI started in {record['startup_seconds']:.1f} s; the first compiled "
+        f"Asuka 512² generation took {record['first_request_seconds']} s, of which compile + capture "
+        f"{record['compile_and_capture_seconds']} s; then {steady:.2f} it/s.\n"
+    )
+
+
+def run(ns) -> int:
+    a1111, work, out = Path(ns.a1111).resolve(), Path(ns.work).resolve(), Path(ns.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    assets = work / f"assets-{ns.model}"
+    started = time.monotonic()
+    checkpoint = workloads.built_checkpoint(a1111, assets, ns.model, ns.shrink)
+    if checkpoint is None:
+        return 1
+    server = Server(a1111, work, assets, checkpoint, ns.port, ns.webui_arg or [])
+    workloads.link_into_data_dir(server, assets)
+    scale = json.loads(ns.scale_overrides) if ns.scale_overrides else {}
+    candidates = SDXL if ns.model == "sdxl" else SD15
+    chosen = [w for w in candidates if not ns.only or any(p in w[0] for p in ns.only.split(","))]
+    result = {"command": server.command(), "build_seconds": time.monotonic() - started, "workloads": [], "errors": []}
+
+    def measure_one(workload: tuple) -> dict:
+        name, overrides, configurations = workload
+        runs = ns.runs_large if overrides.get("large") else ns.runs
+        overrides = {k: v for k, v in overrides.items() if k != "large"}
+        overrides = {**overrides, **scale.get("hires" if overrides.get("hires") else "bench", {})}
+        return deepcache.measure(server, name, overrides, configurations, runs, Path(ns.images or out / "images"))
+
+    def report() -> str:
+        return (
+            deepcache.report(result["workloads"])
+            + "\nOutside sampling (medians of the steady runs):\n\n"
+            + outside_sampling_report(result["workloads"])
+            + restart_report(result.get("restart"))
+        )
+
+    try:
+        result["startup_seconds"] = workloads.start_with_stock_attention(server)
+        workloads.measure_each(out, result, [(w[0], w) for w in chosen], measure_one, deepcache.report)
+        result["status"] = harness.http_json(server.url + "/speedkit/v1/status")
+        if not ns.no_restart:
+            try:
+                result["restart"] = restart_from_cache(server, scale.get("bench", {}))
+            except workloads.MEASUREMENT_ERRORS as error:
+                result["restart"] = workloads.error_record("restart", error)
+    except Exception:  # noqa: BLE001 - keep what was measured, report the failure
+        result["errors"].append(traceback.format_exc())
+        print("ERROR", traceback.format_exc(), server.tail(), flush=True)
+    finally:
+        workloads.stop_and_save(server, out, result, report())
+        print(report(), flush=True)
+    return 1 if result["errors"] else 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--a1111", required=True, help="an A1111 v1.10.1 checkout with its repositories/")
+    parser.add_argument("--model", choices=("sd15", "sdxl"), default="sd15")
+    parser.add_argument("--work", default="/tmp/speedkit-compiled")
+    parser.add_argument("--out", default="compiled-out")
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--runs-large", type=int, default=3, help="runs of batch 4, 1024², hires and SDXL")
+    parser.add_argument("--images", help="where the images go (default: OUT/images)")
+    parser.add_argument("--only", help="comma-separated parts of workload names to run")
+    parser.add_argument("--no-restart", action="store_true", help="skip the restart-from-cache measurement")
+    parser.add_argument("--port", type=int, default=7864)
+    parser.add_argument("--shrink", action="store_true", help="CPU check of this script: a small SDXL UNet")
+    parser.add_argument("--webui-arg", action="append", help="extra launch.py flag (repeatable)")
+    parser.add_argument("--scale-overrides", help='CPU check: JSON {"bench": {...}, "hires": {...}} for every workload')
+    return run(parser.parse_args())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

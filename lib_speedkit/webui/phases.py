@@ -1,0 +1,69 @@
+"""Where a benchmarked generation's time goes outside sampling: the prompt's conditioning, the
+VAE decode (the decoder itself, NaN checks and the copy to the CPU) and the WebUI's memory
+cleanup (`devices.torch_gc`, called several times per generation: it empties torch's cache, so
+the next allocations ask the driver again); the rest is image conversion, infotext and scripts.
+
+Only the bench uses this: it holds the queue lock, so timing the WebUI's functions for the length
+of one generation cannot touch another one. Each timed phase synchronises the GPU first, so work
+queued earlier is not billed to it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import torch
+from modules import devices, processing
+
+
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+class PhaseClock:
+    """Seconds per phase name, summed over the phase's calls (nested calls count once, outermost)."""
+
+    def __init__(self):
+        self.seconds: Counter = Counter()
+        self._depth = 0
+
+    def timed(self, name: str, function: Callable) -> Callable:
+        def timed_call(*args, **kwargs):
+            if self._depth:
+                return function(*args, **kwargs)
+            self._depth += 1
+            _sync()
+            started = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                _sync()
+                self.seconds[name] += time.perf_counter() - started
+                self._depth -= 1
+
+        return timed_call
+
+    def as_json(self, total: float, sampling: float) -> dict:
+        """Rounded seconds per phase; `other` is what the named phases and sampling leave of `total`."""
+        phases = {name: round(seconds, 4) for name, seconds in sorted(self.seconds.items())}
+        phases["other"] = round(max(0.0, total - sampling - sum(self.seconds.values())), 4)
+        return phases
+
+
+@contextmanager
+def timed_phases(p) -> Iterator[PhaseClock]:
+    """Time `p`'s conditioning, the VAE decodes and the memory cleanups until the block ends."""
+    clock = PhaseClock()
+    originals = (processing.decode_latent_batch, devices.torch_gc, p.setup_conds)
+    processing.decode_latent_batch = clock.timed("vae_decode", originals[0])
+    devices.torch_gc = clock.timed("torch_gc", originals[1])
+    p.setup_conds = clock.timed("conditioning", originals[2])
+    try:
+        yield clock
+    finally:
+        processing.decode_latent_batch, devices.torch_gc = originals[0], originals[1]
+        del p.setup_conds
