@@ -157,6 +157,7 @@ def measure(server: Server, name: str, overrides: dict, configurations: dict, ru
         steady[label] = one(server, overrides, speedkit, runs, 1, f"{name}: {label}")
         after = graph_totals(server)  # the warm-up's captures (and compiles) included
         steady[label]["capture_seconds"] = round(after["capture_seconds"] - before["capture_seconds"], 2)
+        steady[label]["compile_seconds"] = round(after["compile_seconds"] - before["compile_seconds"], 1)
     toggled = [label for label in TOGGLED if label in configurations]
     toggle = {label: [] for label in toggled}
     for _ in range(runs):
@@ -173,11 +174,17 @@ def measure(server: Server, name: str, overrides: dict, configurations: dict, ru
 
 def calls_and_captures(record: dict) -> str:
     captures = f"captures {record['capture_seconds']} s" if record.get("capture_seconds") else ""
-    return "; ".join(part for part in (deepcache_calls(record), captures) if part)
+    compiles = f"compiles {record['compile_seconds']} s" if record.get("compile_seconds") else ""
+    return "; ".join(part for part in (deepcache_calls(record), compiles, captures) if part)
 
 
 def graph_totals(server: Server) -> dict:
-    return harness.http_json(server.url + "/speedkit/v1/status")["cuda_graph"]["totals"]
+    """The graph cache's totals, with the compiled UNet's compile seconds so far."""
+    status = harness.http_json(server.url + "/speedkit/v1/status")
+    return {
+        **status["cuda_graph"]["totals"],
+        "compile_seconds": status["compiled_unet"].get("compile_seconds_total", 0),
+    }
 
 
 def deepcache_calls(record: dict) -> str:

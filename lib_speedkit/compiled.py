@@ -11,14 +11,18 @@ A forward whose compiling fails runs uncompiled from then on and says why (`fail
 from __future__ import annotations
 
 import contextlib
+import itertools
 import threading
+import time
 import weakref
 from collections.abc import Callable, Hashable
+from dataclasses import dataclass
 
 import torch
 
 from .cuda_graph import autocast_state, graph_support, graphed_forward_of
 from .errors import FeatureSkipped
+from .memory_format import is_channels_last
 from .undo import Undo
 
 RECOMPILE_LIMIT = 64
@@ -43,11 +47,35 @@ def compile_support() -> str | None:
 
 
 def inductor(forward: Callable) -> Callable:
-    """torch.compile with inductor, one static-shape graph per input shape."""
+    """torch.compile with inductor, one static-shape graph per input shape, through an entry of
+    its own (`own_entry`)."""
     import torch._dynamo
 
     torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, RECOMPILE_LIMIT)
-    return torch.compile(forward, dynamic=False)
+    return torch.compile(own_entry(forward), dynamic=False)
+
+
+_entries = itertools.count()
+
+
+def own_entry(forward: Callable) -> Callable:
+    """`forward` called through a code object of its own. torch._dynamo keeps compiled code per
+    code object and does not guard the strides of a module's weights: a forward compiled again
+    for another weight layout (channels-last switched on or off) must not find the entries
+    compiled for the old one (their kernels assert the old strides)."""
+
+    def entry(*args, **kwargs):
+        return forward(*args, **kwargs)
+
+    entry.__code__ = entry.__code__.replace(co_name=f"speedkit_compiled_{next(_entries)}")
+    return entry
+
+
+def weight_layout(module: torch.nn.Module) -> Hashable:
+    """What compiled kernels of `module` assume about its weights beyond their shapes: the
+    dtype and whether the 4-D weights are channels-last."""
+    first = next(module.parameters(), None)
+    return (None if first is None else first.dtype, is_channels_last(module))
 
 
 def _is_compile_error(error: BaseException) -> bool:
@@ -132,6 +160,19 @@ def _detached(value: object) -> object:
     return value.detach().clone() if isinstance(value, torch.Tensor) else value
 
 
+@dataclass(frozen=True)
+class CompileTime:
+    """One compile the caller waited for: the first argument's (shape, dtype, device) and seconds
+    (torch.compile's tracing and code generation, and the first run of its kernels)."""
+
+    first_argument: Hashable
+    seconds: float
+
+    def as_json(self) -> dict:
+        shape = self.first_argument[0] if isinstance(self.first_argument, tuple) and self.first_argument else None
+        return {"shape": list(shape) if isinstance(shape, tuple) else None, "seconds": round(self.seconds, 1)}
+
+
 class Compiler:
     """Compiled forwards per module and per `what` (a hashable name of the forward).
 
@@ -143,17 +184,26 @@ class Compiler:
     def __init__(self, compile_fn: Callable[[Callable], Callable] = inductor):
         self.compile_fn = compile_fn
         self._compiled: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._layouts: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self.failures: list[str] = []  # why compiling failed, newest last
         self.interrupted: Callable[[], bool] = lambda: False
         self.announce: Callable[[tuple], None] = lambda args: None
         self.background: _Compiling | None = None  # a compile the caller stopped waiting for
         self.interruptions = 0
+        self.compiles: list[CompileTime] = []  # each compile waited for, oldest first
 
     def __call__(self, module: torch.nn.Module, what: Hashable, forward: Callable) -> CompiledForward:
+        """The compiled version of `forward` (named `what`) for `module`'s weight layout as
+        `use_layout` last saw it."""
         per_module = self._compiled.setdefault(module, {})
-        if what not in per_module:  # torch.compile is lazy: the first call of each shape compiles
-            per_module[what] = CompiledForward(forward, self.compile_fn(forward), self.failures.append)
-        return per_module[what]
+        key = (what, self._layouts.get(module))
+        if key not in per_module:  # torch.compile is lazy: the first call of each shape compiles
+            per_module[key] = CompiledForward(forward, self.compile_fn(forward), self.failures.append)
+        return per_module[key]
+
+    def use_layout(self, module: torch.nn.Module) -> None:
+        """Look at `module`'s weight layout (once per sampling pass: channels-last may have changed)."""
+        self._layouts[module] = weight_layout(module)
 
     def ready(self, forward: CompiledForward, args: tuple, kwargs: dict) -> str | None:
         """Compile `forward` for this call's shapes if needed. None: it may run (compiled, or its
@@ -168,8 +218,10 @@ class Compiler:
                 return "the compiled UNet is still compiling a shape in the background (interrupted earlier)"
             self.background = None
         self.announce(args)
+        started = time.perf_counter()
         compiling = _Compiling(forward, key, args, kwargs)
         if compiling.wait(self.interrupted):
+            self.compiles.append(CompileTime(key[0][0] if key[0] else (), time.perf_counter() - started))
             return None
         self.background = compiling
         self.interruptions += 1
@@ -178,6 +230,7 @@ class Compiler:
     def forget(self) -> None:
         """Drop every compiled forward (model load and unload: a compiled forward holds its module)."""
         self._compiled = weakref.WeakKeyDictionary()
+        self._layouts = weakref.WeakKeyDictionary()
 
 
 def apply_compiled(unet: torch.nn.Module, compiler: Compiler) -> Undo:
@@ -186,6 +239,7 @@ def apply_compiled(unet: torch.nn.Module, compiler: Compiler) -> Undo:
     graphed = graphed_forward_of(unet)
     if graphed is None:
         raise FeatureSkipped("compiled UNet not used for this pass: the CUDA graph is not used (see its note)")
+    compiler.use_layout(unet)
     graphed.compiler = compiler
 
     def remove() -> None:

@@ -54,6 +54,13 @@ def test_summary_reports_median_and_spread():
         summarise([float("nan")])
 
 
+def test_results_sent_as_json_carry_no_nan_or_infinity():
+    from lib_speedkit.bench.stats import finite_json
+
+    result = {"spread": float("nan"), "runs": [{"util": float("inf"), "its": 1.5}], "name": "x", "n": 1}
+    assert finite_json(result) == {"spread": None, "runs": [{"util": None, "its": 1.5}], "name": "x", "n": 1}
+
+
 @pytest.mark.parametrize(
     ("utilisation", "verdict"),
     [

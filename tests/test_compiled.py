@@ -222,3 +222,41 @@ def test_the_worker_runs_under_the_callers_gradient_and_autocast_state():
         assert compiler.ready(forward, (torch.ones(2),), {}) is None
     assert seen == [(False, "speedkit-compile")]
     assert compiler.ready(forward, (torch.ones(2),), {}) is None and len(seen) == 1  # ready: not again
+
+
+def test_switching_channels_last_compiles_again_for_the_new_weight_layout(unet):
+    """torch._dynamo does not guard weight strides: kernels compiled for one layout assert them,
+    so each layout gets its own compiled forward (and its own graph, keyed by the strides)."""
+    from lib_speedkit.memory_format import apply_channels_last
+
+    compile_fn = RecordingCompile()
+    compiler, cache = Compiler(compile_fn), GraphCache(StandInCapturer())
+    eager = call(unet)
+    for channels_last in (False, True, False, True):
+        with apply_channels_last(unet, channels_last):
+            from lib_speedkit.cuda_graph import module_fingerprint
+
+            undo_graph = apply_cuda_graph(unet, cache, module_fingerprint(unet))
+            apply_compiled(unet, compiler)
+            assert torch.allclose(call(unet), eager, atol=1e-5)
+            undo_graph()
+    assert len(compile_fn.given) == 2  # one per layout, kept when the layout comes back
+    assert cache.stats.captures == 2
+
+
+def test_each_compiled_forward_enters_through_a_code_object_of_its_own():
+    from lib_speedkit.compiled import own_entry
+
+    first, second = own_entry(lambda x: x + 1), own_entry(lambda x: x + 1)
+    assert first(1) == 2 and second(1) == 2
+    assert first.__code__ is not second.__code__ and first.__code__.co_name != second.__code__.co_name
+
+
+def test_each_compile_waited_for_is_timed_with_its_shape(unet):
+    compiler, cache = Compiler(RecordingCompile()), GraphCache(StandInCapturer())
+    apply_cuda_graph(unet, cache, "ctx")
+    apply_compiled(unet, compiler)
+    call(unet)
+    call(unet)
+    (entry,) = compiler.compiles
+    assert entry.as_json()["shape"] == [2, 4, 16, 16] and entry.seconds >= 0

@@ -61,3 +61,15 @@ def summarise(values: Sequence[float]) -> Summary:
         p5=percentile(finite, 5),
         p95=percentile(finite, 95),
     )
+
+
+def finite_json(value: object) -> object:
+    """`value` with every NaN or infinite float (a spread of one run, a utilisation with no
+    reading) replaced by None, as strict JSON needs (the WebUI's API refuses to send NaN)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: finite_json(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_json(item) for item in value]
+    return value

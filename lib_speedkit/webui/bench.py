@@ -23,6 +23,7 @@ from ..bench.environment import environment_record
 from ..bench.presets import BenchPreset
 from ..bench.request import EXTENSION_ABSENT, MATRIX_SWITCHES, MatrixRow, bench_request
 from ..bench.runner import MatrixEntry, RunMeasurement, run_benchmark, run_matrix
+from ..bench.stats import finite_json
 from ..bench.telemetry import SystemMemoryPeak, TelemetrySampler, open_gpu_provider, process_cpu_meter
 from ..errors import SpeedkitError
 from ..plan import SpeedPlan
@@ -115,10 +116,11 @@ def generate(preset: BenchPreset, plan: SpeedPlan | None) -> RunMeasurement:
     if plan is not None and record is not None:
         info["speedkit"] = record.as_json()  # notes, applied switches, graph statistics: the record itself
     sampler_seconds = sum(end - start for start, end in windows)
+    overhead = sum(record.overhead_s.values()) if plan is not None and record is not None else 0.0
     return RunMeasurement(
         sampler_seconds=sampler_seconds,
         total_seconds=total,
-        phases_seconds=phases.as_json(total, sampler_seconds),
+        phases_seconds=phases.as_json(total, sampler_seconds, overhead),
         time_taken_seconds=time.perf_counter() - call_started,
         sampling_windows=windows,
         vram_mb=torch_peaks | {"system_peak_mb": system_peak, "total_mb": total_memory},
@@ -287,8 +289,8 @@ def bench_endpoint(body: dict):
         shared.state.begin(job="speedkit-bench")
         try:
             if request.matrix:
-                return run_compare(request.preset, request.plan, request.entries)
-            return run_single(request.preset, request.plan, request.label)
+                return finite_json(run_compare(request.preset, request.plan, request.entries))
+            return finite_json(run_single(request.preset, request.plan, request.label))
         except BenchRefused as error:
             raise HTTPException(status_code=409, detail=f"speedkit bench: {error}") from None
         finally:

@@ -99,6 +99,8 @@ def status(graphs: GraphCache) -> dict:
         "compiled_graphs": compiled_graphs(graphs),
         "compiling_in_background": bool(background is not None and background.thread.is_alive()),
         "interrupted_compiles": COMPILER.interruptions,
+        "compiles": [entry.as_json() for entry in COMPILER.compiles[-10:]],
+        "compile_seconds_total": round(sum(entry.seconds for entry in COMPILER.compiles), 1),
         "failures": list(COMPILER.failures[-5:]),
         "cache_folder": os.environ.get("TORCHINDUCTOR_CACHE_DIR"),
     }

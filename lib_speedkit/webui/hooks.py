@@ -15,7 +15,11 @@ call for a `p`. Generations are tracked per `p`, innermost last: one started ins
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import ClassVar
+
+import torch
 
 from ..errors import SpeedkitError
 from ..plan import SpeedPlan
@@ -67,32 +71,49 @@ def _start(generation: Generation) -> Generation:
     return generation
 
 
+@contextmanager
+def _timed(generation: Generation, phase: str) -> Iterator[None]:
+    """Add the seconds of Speedkit's own work in `phase` (its GPU work included) to the record."""
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        spent = generation.record.overhead_s
+        spent[phase] = spent.get(phase, 0.0) + time.perf_counter() - started
+
+
 def activate_generation(p) -> str | None:
     """process: apply the switches. Returns the refusal message when the plan could not be applied."""
     generation = generation_for(p)
     if generation is None:
         return None
     if generation.record.refused is None:
-        generation.activate()
+        with _timed(generation, "activate"):
+            generation.activate()
     return generation.record.refused
 
 
 def before_hires(p) -> None:
     generation = generation_for(p)
     if generation is not None:
-        generation.before_hires()
+        with _timed(generation, "passes"):
+            generation.before_hires()
 
 
 def before_sampling(p) -> None:
     generation = generation_for(p)
     if generation is not None:
-        generation.before_sampling()
+        with _timed(generation, "passes"):
+            generation.before_sampling()
 
 
 def after_sampling(p) -> None:
     generation = generation_for(p)
     if generation is not None:
-        generation.after_sampling()
+        with _timed(generation, "passes"):
+            generation.after_sampling()
 
 
 def finish_generation(p) -> None:
@@ -100,7 +121,8 @@ def finish_generation(p) -> None:
     if generation is None:
         return
     Registry.active.remove(generation)
-    generation.finish()
+    with _timed(generation, "finish"):
+        generation.finish()
 
 
 def finish_all() -> None:

@@ -1,7 +1,8 @@
 """Where a benchmarked generation's time goes outside sampling: the prompt's conditioning, the
-VAE decode (the decoder itself, NaN checks and the copy to the CPU) and the WebUI's memory
-cleanup (`devices.torch_gc`, called several times per generation: it empties torch's cache, so
-the next allocations ask the driver again); the rest is image conversion, infotext and scripts.
+VAE decode (the decoder itself, NaN checks and the copy to the CPU), the WebUI's memory cleanup
+(`devices.torch_gc`, called several times per generation: it empties torch's cache, so the next
+allocations ask the driver again) and Speedkit's own work (the record's `overhead_s`); the rest is
+image conversion, infotext and scripts.
 
 Only the bench uses this: it holds the queue lock, so timing the WebUI's functions for the length
 of one generation cannot touch another one. Each timed phase synchronises the GPU first, so work
@@ -47,10 +48,12 @@ class PhaseClock:
 
         return timed_call
 
-    def as_json(self, total: float, sampling: float) -> dict:
-        """Rounded seconds per phase; `other` is what the named phases and sampling leave of `total`."""
+    def as_json(self, total: float, sampling: float, speedkit: float = 0.0) -> dict:
+        """Rounded seconds per phase, with `speedkit` (its own work outside sampling: applying and
+        restoring switches); `other` is what those and sampling leave of `total`."""
         phases = {name: round(seconds, 4) for name, seconds in sorted(self.seconds.items())}
-        phases["other"] = round(max(0.0, total - sampling - sum(self.seconds.values())), 4)
+        phases["speedkit"] = round(speedkit, 4)
+        phases["other"] = round(max(0.0, total - sampling - speedkit - sum(self.seconds.values())), 4)
         return phases
 
 

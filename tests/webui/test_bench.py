@@ -38,7 +38,18 @@ def test_a_bench_returns_a_complete_result_and_is_stored(webui, pristine):
     assert http_json(webui.url + "/sdapi/v1/options")["CLIP_stop_at_last_layers"] == 1  # clip skip 2 undone
     stored = (webui.data_dir / "speedkit" / "bench-history.jsonl").read_text().splitlines()
     assert json.loads(stored[-1])["label"] == "tiny"
+    for run in result["runs"]:  # where the time outside sampling went, each phase once
+        phases = run["phases_s"]
+        assert set(phases) == {"conditioning", "vae_decode", "torch_gc", "speedkit", "other"}
+        assert phases["vae_decode"] > 0 and sum(phases.values()) <= run["total_s"] - run["sampler_s"] + 1e-3
+        assert phases["speedkit"] == 0  # Speedkit off: nothing of its own
     assert_restored(webui, pristine)
+
+
+def test_a_single_run_without_warm_up_is_answered(webui):
+    """One run has no spread: the answer must still be strict JSON (no NaN)."""
+    result = bench(webui, overrides={**TINY, "runs": 1, "warmup": 0})
+    assert len(result["runs"]) == 1 and result["speed"]["sampler_its"]["n"] == 1
 
 
 def test_speedkit_switches_in_a_bench_are_applied_and_restored(webui, pristine):
