@@ -135,7 +135,11 @@ class _Compiling:
             try:
                 if device is not None:
                     torch.cuda.set_device(device)
-                cast = torch.autocast("cuda", dtype=dtype) if autocast else contextlib.nullcontext()
+                # the weight-cast cache off, as in the graph's capture: torch._dynamo guards on
+                # it, and a compile under the other state would be compiled again there
+                cast = (
+                    torch.autocast("cuda", dtype=dtype, cache_enabled=False) if autocast else contextlib.nullcontext()
+                )
                 with torch.set_grad_enabled(grad), cast:
                     forward(*args, **kwargs)
                 forward.ready.add(key)

@@ -47,6 +47,49 @@ def _relayout(tensor: torch.Tensor, stride: tuple[int, ...]) -> None:
     tensor.data = copy
 
 
+def _needs_channels_last(tensor: torch.Tensor, stride: tuple[int, ...]) -> bool:
+    return _channels_last_stride(tensor.shape) != stride and not tensor.is_contiguous(memory_format=torch.channels_last)
+
+
+RELAYOUT_CHUNK_BYTES = 256 * 2**20
+"""At most this much is copied aside at once while re-laying out (a transient extra)."""
+
+
+def _chunks(pairs: list, limit: int | None = None) -> list[list]:
+    """(tensor, stride) pairs in runs of at most `limit` bytes (RELAYOUT_CHUNK_BYTES)."""
+    limit = RELAYOUT_CHUNK_BYTES if limit is None else limit
+    chunks, current, size = [], [], 0
+    for pair in pairs:
+        nbytes = pair[0].numel() * pair[0].element_size()
+        if current and size + nbytes > limit:
+            chunks.append(current)
+            current, size = [], 0
+        current.append(pair)
+        size += nbytes
+    return chunks + ([current] if current else [])
+
+
+def _relayout_all(targets: list[tuple[torch.Tensor, tuple[int, ...]]]) -> None:
+    """`_relayout` for many tensors, the dense ones (all of a UNet's weights) in three batched
+    steps per chunk of at most RELAYOUT_CHUNK_BYTES: their values copied aside (`x * 1` is
+    exact), new strides over the same storage, the values copied back. Per tensor that was three dispatched operations,
+    about 10 ms for an SD1.5 UNet's 260 conv weights on a GPU, in each direction."""
+    dense = [(tensor, stride) for tensor, stride in targets if _is_dense(tensor)]
+    for tensor, stride in targets:
+        if not _is_dense(tensor):
+            _relayout(tensor, stride)
+    for chunk in _chunks(dense):
+        values = torch._foreach_mul([tensor.data for tensor, _ in chunk], 1)
+        for tensor, stride in chunk:
+            tensor.data = tensor.data.as_strided(tensor.shape, stride)
+        views = [tensor.data for tensor, _ in chunk]
+        if hasattr(torch, "_foreach_copy_"):
+            torch._foreach_copy_(views, values)
+        else:  # torch older than 2.1
+            for view, value in zip(views, values, strict=True):
+                view.copy_(value)
+
+
 def _channels_last_stride(shape: torch.Size) -> tuple[int, ...]:
     _n, c, h, w = shape
     return (h * w * c, 1, w * c, c)
@@ -64,16 +107,18 @@ def apply_channels_last(unet: torch.nn.Module, enabled: bool = True) -> Undo:
         return Undo.nothing("channels-last off")
     SLOTS.release(unet, "channels_last")
     previous = [(tensor, tensor.stride()) for tensor in _four_d_tensors(unet)]
-    for tensor, _ in previous:
-        target = _channels_last_stride(tensor.shape)
-        if target != tensor.stride() and not tensor.is_contiguous(memory_format=torch.channels_last):
-            _relayout(tensor, target)
+    _relayout_all(
+        [
+            (tensor, _channels_last_stride(tensor.shape))
+            for tensor, stride in previous
+            if _channels_last_stride(tensor.shape) != stride
+            and not tensor.is_contiguous(memory_format=torch.channels_last)
+        ]
+    )
     hook = unet.register_forward_pre_hook(_input_to_channels_last)
 
     def restore() -> None:
         hook.remove()
-        for tensor, stride in previous:
-            if tensor.stride() != stride:
-                _relayout(tensor, stride)
+        _relayout_all([(tensor, stride) for tensor, stride in previous if tensor.stride() != stride])
 
     return SLOTS.occupy(unet, "channels_last", restore, "channels-last")

@@ -75,3 +75,24 @@ def test_channels_last_keeps_every_weight_s_storage_so_cuda_graphs_stay_valid(un
         with apply_channels_last(unet, True):
             assert [p.data_ptr() for p in unet.parameters()] == addresses
         assert [p.data_ptr() for p in unet.parameters()] == addresses
+
+
+def test_relayout_in_chunks_keeps_every_value_address_and_negative_zero():
+    from lib_speedkit import memory_format
+
+    tensors = [torch.randn(4, 3, 2, 2) for _ in range(5)]
+    tensors[0][0, 0, 0, 0] = -0.0
+    before = [(t.clone(), t.data_ptr()) for t in tensors]
+    targets = [(t, memory_format._channels_last_stride(t.shape)) for t in tensors]
+    chunks = memory_format._chunks(targets, limit=2 * tensors[0].numel() * 4)
+    assert [len(chunk) for chunk in chunks] == [2, 2, 1]
+    original_limit = memory_format.RELAYOUT_CHUNK_BYTES
+    try:
+        memory_format.RELAYOUT_CHUNK_BYTES = 2 * tensors[0].numel() * 4
+        memory_format._relayout_all(targets)
+    finally:
+        memory_format.RELAYOUT_CHUNK_BYTES = original_limit
+    for tensor, (values, address) in zip(tensors, before, strict=True):
+        assert tensor.is_contiguous(memory_format=torch.channels_last) and tensor.data_ptr() == address
+        assert torch.equal(tensor, values)
+    assert torch.signbit(tensors[0][0, 0, 0, 0])  # -0.0 stays -0.0 (x * 1, not x + 0)
