@@ -209,12 +209,14 @@ class Compiler:
         """Look at `module`'s weight layout (once per sampling pass: channels-last may have changed)."""
         self._layouts[module] = weight_layout(module)
 
-    def ready(self, forward: CompiledForward, args: tuple, kwargs: dict) -> str | None:
-        """Compile `forward` for this call's shapes if needed. None: it may run (compiled, or its
-        original after a compile failure); else why this call runs uncompiled."""
+    def ready(self, forward: CompiledForward, args: tuple, kwargs: dict, context: Hashable = None) -> str | None:
+        """Compile `forward` for this call's shapes and `context` (the graph's key: what else the
+        compiled code depends on, such as ToMe's patched blocks, which torch._dynamo would
+        otherwise compile again inside the graph's capture) if needed. None: it may run
+        (compiled, or its original after a compile failure); else why this call runs uncompiled."""
         if forward.failure is not None:
             return None
-        key = shape_key(args, kwargs)
+        key = (context, shape_key(args, kwargs))
         if key in forward.ready:
             return None
         if self.background is not None:
@@ -225,7 +227,8 @@ class Compiler:
         started = time.perf_counter()
         compiling = _Compiling(forward, key, args, kwargs)
         if compiling.wait(self.interrupted):
-            self.compiles.append(CompileTime(key[0][0] if key[0] else (), time.perf_counter() - started))
+            first_argument = key[1][0][0] if key[1][0] else ()
+            self.compiles.append(CompileTime(first_argument, time.perf_counter() - started))
             return None
         self.background = compiling
         self.interruptions += 1

@@ -567,14 +567,15 @@ class GraphedForward:
         shallow step: `tag` names it, None for the module's forward) through the cache."""
         if self.gave_up is not None:
             return self.cache._eager(forward, args, kwargs, self.gave_up)
+        context = self.context_key()
         if self.compiler is not None:  # the compiled kernels are what the graph captures
             compiled = self.compiler(self.module, tag or "forward", forward)
-            uncompiled = self.compiler.ready(compiled, args, kwargs)
+            uncompiled = self.compiler.ready(compiled, args, kwargs, context)
             if uncompiled is not None:
                 return self.cache._eager(forward, args, kwargs, uncompiled)
             forward, tag = compiled, ("compiled", tag)
         failures = self.cache.stats.failed_captures
-        key = self.context_key() if tag is None else (self.context_key(), tag)
+        key = context if tag is None else (context, tag)
         output = self.cache.call(forward, key, args, kwargs)
         if self.cache.stats.failed_captures > failures:
             # not capture_failures' last value: it is keyed by shapes, and a key text seen before

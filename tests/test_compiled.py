@@ -260,3 +260,18 @@ def test_each_compile_waited_for_is_timed_with_its_shape(unet):
     call(unet)
     (entry,) = compiler.compiles
     assert entry.as_json()["shape"] == [2, 4, 16, 16] and entry.seconds >= 0
+
+
+def test_a_new_graph_context_is_compiled_before_its_capture_not_inside_it(unet):
+    """ToMe patches the UNet's blocks (the graph's key changes, the compiled forward's name does
+    not): the compile for the new context runs where it is timed, announced and interruptible."""
+    compiler, cache = Compiler(RecordingCompile()), GraphCache(StandInCapturer())
+    announced = []
+    compiler.announce = lambda args: announced.append(1)
+    context = ["plain"]
+    apply_cuda_graph(unet, cache, lambda: context[0])
+    apply_compiled(unet, compiler)
+    call(unet)
+    context[0] = "tome 0.5"
+    call(unet)
+    assert len(announced) == 2 and len(compiler.compiles) == 2 and cache.stats.captures == 2
