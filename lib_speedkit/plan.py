@@ -412,13 +412,15 @@ class DeepCacheConfig:
 class CompileConfig:
     """Compile the UNet with torch.compile (inductor, one compiled graph per shape) and replay the
     compiled kernels from the CUDA graphs (it needs the CUDA graph switch). Weights stay inputs of
-    the compiled code, so LoRA changes and channels-last are seen without compiling again.
+    the compiled code, so LoRA changes are seen without compiling again; switching channels-last
+    compiles once more for the other weight layout (the compiled kernels assume their strides).
 
     Cost: near-lossless, not bit-identical (fused kernels round differently: within fp16 noise of
     eager). Time: the first generation at each new size or batch compiles (about a minute on an
-    H200 for SD1.5 at 512²; inductor's on-disk cache makes later compiles of the same shape
-    faster). Memory: the compiled kernels and their graphs (about one UNet call's working memory,
-    as the CUDA graph). Needs a CUDA GPU, torch >= 2.4 and triton; where it cannot run, the graph
+    H200 for SD1.5 at 512², 11 s from inductor's on-disk cache after a restart; Interrupt stops
+    the wait and that generation runs without it; the tab's Precompile prepares sizes ahead).
+    Memory: the compiled kernels and their graphs (about one UNet call's working memory, as the
+    CUDA graph). Needs a CUDA GPU, torch >= 2.4 and triton; where it cannot run, the graph
     replays the eager UNet with a note.
     """
 

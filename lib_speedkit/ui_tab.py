@@ -38,6 +38,8 @@ class BenchTabHost:
     export: Callable[[str], Callable[[], str]]  # "csv" | "json" -> () -> file path
     gpus: list[str] | None = None  # GPUs with community results ("Compare with")
     slim: Any = None  # ui_slim.SlimSectionHost: adds the "Slim a checkpoint" section
+    # (sizes, batch sizes, *switches) -> (report markdown,): adds the "Precompile" section
+    precompile: Callable | None = None
     default_mode: str = "Off"
 
 
@@ -101,6 +103,25 @@ def _history(host: BenchTabHost):
     return table, plot
 
 
+PRECOMPILE_HELP = (
+    "Compile UNet compiles each new size and batch size on its first generation (about a minute, "
+    "seconds after a restart). Precompile runs a 2-step generation per size and batch size with the "
+    "switches above plus CUDA graph and Compile UNet, so your first image is fast. Prompts up to 75 "
+    "tokens; a hires fix pass at a size listed here is covered."
+)
+
+
+def _precompile_section(precompile: Callable, switch_inputs: list) -> None:
+    with gr.Accordion("Precompile (Compile UNet)", open=False, elem_id="speedkit_precompile"):
+        gr.Markdown(PRECOMPILE_HELP)
+        with gr.Row():
+            sizes = gr.Textbox(label="Sizes", value="512x512", elem_id="speedkit_precompile_sizes")
+            batch_sizes = gr.Textbox(label="Batch sizes", value="1", elem_id="speedkit_precompile_batch_sizes")
+        button = gr.Button("Precompile", elem_id="speedkit_precompile_run")
+        report = gr.Markdown(elem_id="speedkit_precompile_report")
+    button.click(fn=precompile, inputs=[sizes, batch_sizes, *switch_inputs], outputs=[report])
+
+
 def build_bench_tab(host: BenchTabHost) -> gr.Blocks:
     """The Speedkit tab: preset and run settings, switches, Run / Compare, result, history, export."""
     with gr.Blocks(analytics_enabled=False) as tab:
@@ -120,6 +141,8 @@ def build_bench_tab(host: BenchTabHost) -> gr.Blocks:
                     run_button = gr.Button("Run benchmark", variant="primary", elem_id="speedkit_bench_run")
                     compare_button = gr.Button("Compare switches", elem_id="speedkit_bench_compare")
                 gr.HTML(elem_id="speedkit_bench_progress")
+                if host.precompile is not None:
+                    _precompile_section(host.precompile, controls.inputs())
             with gr.Column(scale=2):
                 result_html = gr.HTML(elem_id="speedkit_bench_result")
                 images = gr.Gallery(

@@ -3,6 +3,7 @@
 GET  /speedkit/v1/status  the attention backend, what is applied now, the last generation
 POST /speedkit/v1/bench   the benchmark (webui/bench.py; needs --api)
 POST /speedkit/v1/slim    checkpoint slimming (webui/slim.py; needs --api)
+POST /speedkit/v1/precompile  the compiled UNet for chosen sizes (webui/precompile.py; needs --api)
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from ..cuda_graph import graphed_forward_of
 from ..deepcache import deepcache_forward_of
 from ..memory_format import is_channels_last
 from ..tome import has_tome_patch
-from . import attention, bench, compiled, fast_path, hooks, slim
+from . import attention, bench, compiled, fast_path, hooks, precompile, slim
 from .access import add_route
 
 
@@ -73,3 +74,4 @@ def add_routes(_demo, app) -> None:
     add_route(app, "/speedkit/v1/status", status, ["GET"], needs_api=False)
     add_route(app, "/speedkit/v1/bench", bench.bench_endpoint, ["POST"], needs_api=True)
     add_route(app, "/speedkit/v1/slim", slim.slim_endpoint, ["POST"], needs_api=True)
+    add_route(app, "/speedkit/v1/precompile", precompile.precompile_endpoint, ["POST"], needs_api=True)

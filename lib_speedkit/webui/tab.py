@@ -16,7 +16,7 @@ from ..bench import history as history_lib
 from ..bench.presets import PRESETS, BenchPreset, get_preset
 from ..script_args import plan_from_args
 from ..ui_tab import THIS_GPU
-from . import attention, availability, bench, options, slim
+from . import attention, availability, bench, options, precompile, slim
 
 
 def _history_frame():
@@ -165,6 +165,7 @@ def create_tab():
             export=_export,
             gpus=cards.gpu_choices(),
             slim=slim_section_host(),
+            precompile=call_queue.wrap_gradio_gpu_call(precompile.tab_handler, extra_outputs=[]),
             default_mode=options.default_mode(),
         )
     )

@@ -56,6 +56,7 @@ ROUTES = [
     ("GET", "/speedkit/v1/status", None),
     ("POST", "/speedkit/v1/bench", TINY_BENCH),
     ("POST", "/speedkit/v1/slim", {"checkpoint": "nothing-to-slim"}),
+    ("POST", "/speedkit/v1/precompile", {"sizes": "not-a-size"}),
     ("GET", "/sdapi/v1/sd-models", None),  # the WebUI's own route, for comparison
 ]
 
@@ -79,6 +80,8 @@ def test_with_api_auth_the_routes_answer_with_the_credentials(api_auth_webui):
     assert code == 200 and result["runs"], result
     code, body, _ = call(url + "/speedkit/v1/slim", {"checkpoint": "nothing-to-slim"}, auth=API_USER)
     assert code == 422 and body["detail"].startswith("speedkit slim: checkpoint:"), body  # past the gate
+    code, body, _ = call(url + "/speedkit/v1/precompile", {"sizes": "not-a-size"}, auth=API_USER)
+    assert code == 422 and body["detail"].startswith("speedkit precompile: sizes[0]:"), body
 
 
 def test_with_a_login_status_needs_the_login_and_the_heavy_routes_need_the_api(login_webui):
@@ -89,6 +92,7 @@ def test_with_a_login_status_needs_the_login_and_the_heavy_routes_need_the_api(l
     # Without --api the WebUI has no REST API, and neither do the routes that write or hold the GPU.
     assert call(url + "/speedkit/v1/bench", TINY_BENCH, auth=LOGIN_USER)[0] == 404
     assert call(url + "/speedkit/v1/slim", {"checkpoint": "x"}, auth=LOGIN_USER)[0] == 404
+    assert call(url + "/speedkit/v1/precompile", {}, auth=LOGIN_USER)[0] == 404
     assert call(url + "/sdapi/v1/sd-models", auth=LOGIN_USER)[0] == 404
 
 

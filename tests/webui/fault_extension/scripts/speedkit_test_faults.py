@@ -32,7 +32,7 @@ from pathlib import Path
 
 import gradio as gr
 import torch
-from modules import processing, scripts, shared
+from modules import processing, script_callbacks, scripts, shared
 
 NESTED_LORA = "<lora:speedkit-tiny:1>"
 TESTS = Path(__file__).resolve().parents[3]
@@ -269,3 +269,38 @@ class SpeedkitTestFaults(scripts.Script):
                 handle.remove()
         CpuGraphs.swap_out(p)
         CpuCompiler.swap_out(p)
+
+
+class GlobalCpuCompile:
+    """POST /speedkit-test/cpu-compile {"on": true}: CPU graphs and a pass-through compiler for every
+    generation until {"on": false}, also those that run no scripts (the bench, precompile)."""
+
+    previous = None
+
+    @classmethod
+    def switch(cls, on: bool) -> dict:
+        from lib_speedkit.compiled import Compiler
+        from lib_speedkit.webui import compiled, fast_path
+
+        if on and cls.previous is None:
+            holder = processing.StableDiffusionProcessing.__new__(processing.StableDiffusionProcessing)
+            CpuGraphs.swap_in(holder)
+            cls.previous = (holder, compiled.COMPILER)
+            compiled.COMPILER = Compiler(lambda forward: forward)
+        elif not on and cls.previous is not None:
+            holder, compiler = cls.previous
+            CpuGraphs.swap_out(holder)
+            compiled.COMPILER = compiler
+            cls.previous = None
+        return {"on": cls.previous is not None, "graphs": type(fast_path.GRAPHS.capturer).__name__}
+
+
+def _cpu_compile_route(body: dict) -> dict:
+    return GlobalCpuCompile.switch(bool(body.get("on")))
+
+
+def _add_test_routes(_demo, app) -> None:
+    app.add_api_route("/speedkit-test/cpu-compile", _cpu_compile_route, methods=["POST"])
+
+
+script_callbacks.on_app_started(_add_test_routes)
