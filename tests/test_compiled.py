@@ -164,7 +164,7 @@ def test_an_interrupted_compile_runs_that_call_uncompiled_and_finishes_in_the_ba
     compile_fn = BlockingCompile()
     compiler, cache = Compiler(compile_fn), GraphCache(StandInCapturer())
     announced, asked = [], []
-    compiler.announce = lambda args: announced.append(tuple(args[0].shape))
+    compiler.announce = lambda what, args: announced.append((what, tuple(args[0].shape)))
     compiler.interrupted = lambda: asked.append(1) or len(asked) > 2  # Interrupt pressed while waiting
     apply_cuda_graph(unet, cache, "ctx")
     apply_compiled(unet, compiler)
@@ -173,11 +173,11 @@ def test_an_interrupted_compile_runs_that_call_uncompiled_and_finishes_in_the_ba
     assert cache.stats.captures == 0 and compiler.interruptions == 1
     reasons = list(cache.stats.eager_calls)
     assert "compiling was interrupted" in reasons[0] and "still compiling" in reasons[1]
-    assert announced == [(2, 4, 16, 16)]
+    assert announced == [("forward", (2, 4, 16, 16))]
     compile_fn.release.set()
     compiler.background.thread.join(10)
     assert torch.equal(call(unet), eager)  # compiled now: captured and replayed
-    assert cache.stats.captures == 1 and cache.stats.replays == 1 and announced == [(2, 4, 16, 16)]
+    assert cache.stats.captures == 1 and cache.stats.replays == 1 and announced == [("forward", (2, 4, 16, 16))]
 
 
 def test_a_compile_nobody_interrupts_is_waited_for_and_runs_once_per_shape(unet):
@@ -267,7 +267,7 @@ def test_a_new_graph_context_is_compiled_before_its_capture_not_inside_it(unet):
     not): the compile for the new context runs where it is timed, announced and interruptible."""
     compiler, cache = Compiler(RecordingCompile()), GraphCache(StandInCapturer())
     announced = []
-    compiler.announce = lambda args: announced.append(1)
+    compiler.announce = lambda what, args: announced.append(what)
     context = ["plain"]
     apply_cuda_graph(unet, cache, lambda: context[0])
     apply_compiled(unet, compiler)
@@ -275,3 +275,76 @@ def test_a_new_graph_context_is_compiled_before_its_capture_not_inside_it(unet):
     context[0] = "tome 0.5"
     call(unet)
     assert len(announced) == 2 and len(compiler.compiles) == 2 and cache.stats.captures == 2
+
+
+class Decoder(torch.nn.Module):
+    """A stand-in for the VAE decoder: one conv."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(4, 3, 3, padding=1)
+
+    def forward(self, z):
+        return self.conv(z)
+
+
+def test_a_compiled_module_runs_compiled_without_a_graph_and_comes_off_exactly():
+    from lib_speedkit.compiled import apply_compiled_module, remove_compiled_module
+
+    decoder, compile_fn = Decoder(), RecordingCompile()
+    z = torch.randn(1, 4, 8, 8)
+    expected = decoder(z)
+    wrapper = apply_compiled_module(decoder, Compiler(compile_fn), "vae decoder")
+    assert torch.equal(decoder(z), expected) and torch.equal(decoder(z), expected)
+    assert wrapper.compiled_calls == 2 and not wrapper.eager_calls and len(compile_fn.given) == 1
+    remove_compiled_module(wrapper)
+    assert "forward" not in decoder.__dict__
+
+
+def test_a_compiled_module_called_from_another_thread_runs_its_own_forward():
+    from lib_speedkit.compiled import apply_compiled_module
+
+    decoder = Decoder()
+    wrapper = apply_compiled_module(decoder, Compiler(RecordingCompile()), "vae decoder")
+    worker = threading.Thread(target=lambda: decoder(torch.randn(1, 4, 8, 8)))
+    worker.start()
+    worker.join()
+    assert wrapper.compiled_calls == 0 and wrapper.eager_calls == {"called from another thread (a live preview)": 1}
+
+
+def test_compiled_code_that_fails_hands_back_to_the_modules_own_forward_but_memory_errors_propagate():
+    from lib_speedkit.compiled import apply_compiled_module
+
+    def asserting(_forward):
+        def compiled(*_args):
+            raise AssertionError("expected size 4==4, stride 1==9 at dim=1")
+
+        return compiled
+
+    decoder = Decoder()
+    z = torch.randn(1, 4, 8, 8)
+    wrapper = apply_compiled_module(decoder, Compiler(asserting), "vae decoder")
+    assert torch.equal(decoder(z), Decoder.forward(decoder, z)) and torch.equal(decoder(z), decoder.conv(z))
+    (reason,) = wrapper.eager_calls
+    assert "AssertionError: expected size" in reason and wrapper.eager_calls[reason] == 2
+
+    def out_of_memory(_forward):
+        def compiled(*_args):
+            raise torch.OutOfMemoryError("CUDA out of memory")
+
+        return compiled
+
+    fresh = Decoder()
+    apply_compiled_module(fresh, Compiler(out_of_memory), "vae decoder")
+    with pytest.raises(torch.OutOfMemoryError):
+        fresh(z)
+
+
+def test_a_module_whose_forward_another_extension_replaced_is_refused():
+    from lib_speedkit.compiled import apply_compiled_module
+    from lib_speedkit.errors import SpeedkitError
+
+    decoder = Decoder()
+    decoder.forward = lambda z: z  # a tiled VAE's forward
+    with pytest.raises(SpeedkitError, match="already replaced by another extension"):
+        apply_compiled_module(decoder, Compiler(RecordingCompile()), "vae decoder")

@@ -17,6 +17,8 @@ from ..cuda_graph import GraphCache, TensorSpec
 COMPILER = Compiler()
 """The process's compiled UNet forwards (dropped on model load and unload)."""
 CACHE_FOLDER = Path("cache") / "speedkit-compile"
+VAE_DECODER = "vae decoder"
+"""The Compiler's name of the VAE decoder's forward (webui/vae_decoder.py)."""
 
 
 def use_cache_folders() -> None:
@@ -41,14 +43,15 @@ def compile_blocker() -> str | None:
     return compile_support()
 
 
-def announce(args: tuple) -> None:
-    """Compiler.announce: say in the progress text that the UNet is being compiled for this shape."""
+def announce(what, args: tuple) -> None:
+    """Compiler.announce: say in the progress text what is being compiled, for which shape."""
     latent = next((a for a in args if isinstance(a, torch.Tensor) and a.dim() == 4), None)
     size = (
         f"{latent.shape[3] * 8}×{latent.shape[2] * 8}, batch {latent.shape[0]}" if latent is not None else "a new shape"
     )
+    part = "the VAE decoder" if what == VAE_DECODER else "the UNet"
     shared.state.textinfo = (
-        f"Speedkit: compiling the UNet for {size} (first time only, about a minute; "
+        f"Speedkit: compiling {part} for {size} (first time only, about a minute; "
         "Interrupt runs this generation without it)"
     )
 
@@ -66,7 +69,7 @@ def connect() -> None:
 
 
 def disconnect() -> None:
-    COMPILER.announce = lambda args: None
+    COMPILER.announce = lambda what, args: None
     COMPILER.interrupted = lambda: False
 
 

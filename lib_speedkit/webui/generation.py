@@ -30,7 +30,7 @@ from ..plan import (
     format_infotext,
 )
 from ..undo import Undo
-from . import attention, compiled, cutoff, deepcache, fast_path
+from . import attention, compiled, cutoff, deepcache, fast_path, vae_decoder
 from .availability import check_plan_can_run
 from .hypertile import is_hypertile_forward
 from .record import GenerationRecord, GraphCalls, compiled_claim, deepcache_claim, deepcache_totals, graph_claim
@@ -67,6 +67,7 @@ class Generation:
         self.pass_graph_before: dict | None = None
         self.steps = deepcache.DenoiserSteps()
         self.compile_failures_before = 0
+        self.vae_decoder = None  # the compiled VAE decoder's forward (webui/vae_decoder.py)
 
     def _for_this_image(self, plan: SpeedPlan) -> SpeedPlan:
         tome = plan.tome
@@ -105,6 +106,11 @@ class Generation:
             return
         if self.outer is not None:
             self.note(NESTED_NOTE)
+        elif self.plan.compile.enabled:
+            undo, self.vae_decoder, note = vae_decoder.compile_vae_decoder()
+            self.applied.stack.set("vae decoder", undo)
+            if note:
+                self.note(note)
         self._claim({*(self.applied.applied & set(GENERATION_FEATURES)), "mode"})
         for reason in self.applied.skipped.values():
             self.note(reason)
@@ -289,6 +295,7 @@ class Generation:
                 self.record.unet_calls = self.guidance.counts()
                 self.guidance.current = None
             self.record.deepcache = deepcache_totals(self.record.passes)
+            self.record.vae_decoder = vae_decoder.decoder_counts(self.vae_decoder)
             if self.graph_calls.total:
                 self.record.cuda_graph = {
                     "replays": self.graph_calls.replays,

@@ -16,7 +16,10 @@ PARAMS_ATTRIBUTE = "__webui_hypertile_params"  # what hypertile_hook_model sets 
 
 
 def hypertile_params(unet: torch.nn.Module) -> list:
-    return [params for module in unet.modules() if (params := getattr(module, PARAMS_ATTRIBUTE, None)) is not None]
+    """The params object on each module Hypertile wrapped (an instance attribute: looked up in the
+    module's own __dict__, since a missing attribute costs nn.Module an exception, and this runs
+    over every module twice per sampling pass)."""
+    return [params for module in unet.modules() if (params := vars(module).get(PARAMS_ATTRIBUTE)) is not None]
 
 
 def is_hypertile_forward(_name: str, forward: object) -> bool:

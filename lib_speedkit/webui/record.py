@@ -23,6 +23,7 @@ class GenerationRecord:
     passes: list[dict] = field(default_factory=list)  # per sampling pass: calls, graph statistics
     cuda_graph: dict | None = None  # replays, captures and eager calls by reason, the whole generation
     deepcache: dict | None = None  # full and shallow UNet calls of the passes DeepCache ran, the whole generation
+    vae_decoder: dict | None = None  # the compiled VAE decoder's compiled and eager calls (compile_unet)
     overhead_s: dict[str, float] = field(default_factory=dict)  # Speedkit's own work: activate, passes, finish
     started: float = field(default_factory=time.time)
     finished: float | None = None

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 from harness import http_json
-from helpers import assert_restored, graph_calls, params_of, post, speedkit, status, txt2img
+from helpers import assert_restored, graph_calls, params_of, pixels, post, speedkit, status, txt2img
 
 COMPILED_SWITCHES = [True, "keep", "off", 0.75, 0.0, 0.0, 1, 2, 2, False, -1, False, True, True]
 COMPILED = [*COMPILED_SWITCHES, "Custom", 1, 0, 0, 0, 0, True]
@@ -40,3 +40,16 @@ def test_bad_precompile_requests_name_the_field(webui):
     for body, field in (({"sizes": "64x64, 65x64"}, "sizes[1]"), ({"batch_sizes": [9]}, "batch_sizes[0]")):
         code, answer = post(webui, "/speedkit/v1/precompile", body)
         assert code == 422 and field in answer["detail"]
+
+
+def test_the_compiled_unet_compiles_the_vae_decoder_too_and_restores_it(webui, pristine, cpu_compile):
+    response = txt2img(webui, speedkit(*COMPILED))
+    decoder = status(webui)["last_generation"]["vae_decoder"]
+    assert decoder == {"compiled": 1, "eager_calls": {}}  # one image, one compiled decode
+    compiles = [c["shape"] for c in status(webui)["compiled_unet"]["compiles"]]
+    assert [1, 4, 8, 8] in compiles  # the decoder's latent, one image at a time
+    assert pixels(response) == pristine["pixels"]  # this compiler changes nothing; inductor: BENCHMARKS.md
+    txt2img(webui, speedkit(*COMPILED_SWITCHES))  # without compile_unet: the decoder's own forward
+    assert status(webui)["last_generation"]["vae_decoder"] is None
+    assert pixels(txt2img(webui)) == pristine["pixels"]
+    assert_restored(webui, pristine)
