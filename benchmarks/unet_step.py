@@ -16,8 +16,10 @@ output is compared with eager's for the same inputs (max |difference|).
 torch.compile (inductor, `dynamic=False`, as `compile_unet` runs it) captured in the CUDA graph,
 with its cold compile seconds and its max |difference| from eager. --only keeps the
 configurations whose label contains one of the comma-separated parts. --vae adds the VAE decoder
-(SD's AutoencoderKL decoder, fp16 without autocast as the WebUI decodes) at 512² and 1024²:
-eager, channels-last, CUDA graph, compiled + graph.
+(SD's AutoencoderKL decoder, fp16 without autocast as the WebUI decodes) at 512² and 1024²
+(--vae-sizes), contiguous and channels-last (--vae-layouts): eager, CUDA graph, compiled + graph
+(--vae-no-graphs leaves those out) and, with --compiled, compiled without a graph as the WebUI's
+compiled UNet runs it.
 """
 
 from __future__ import annotations
@@ -202,8 +204,30 @@ VAE_DECODER = {  # v1-inference.yaml's first_stage_config ddconfig (SD1.x, SD2.x
 }
 
 
-def vae_rows(size: int, repeats: int, compiled: bool) -> list[dict]:
-    """The VAE decoder at `size`² (one image, fp16, no autocast: the WebUI's decode)."""
+def compiled_module_row(decoder, z, eager_out, repeats: int) -> dict:
+    """The decoder as `compile_unet` runs it in the WebUI (compiled.apply_compiled_module: compiled,
+    no CUDA graph), its first call (the compile) timed apart."""
+    from lib_speedkit.compiled import apply_compiled_module, remove_compiled_module
+
+    wrapper = apply_compiled_module(decoder, Compiler(), "vae decoder")
+    try:
+        torch.cuda.synchronize()
+        started = time.perf_counter()
+        output = decoder(z).float()
+        torch.cuda.synchronize()
+        first_call = time.perf_counter() - started
+        row = {"mode": "compiled (no graph)", **time_calls(lambda: decoder(z), repeats)}
+        row.update(graph_max_abs_diff=(output - eager_out).abs().max().item(), first_call_s=round(first_call, 2))
+        row["graph_eager_calls"] = dict(wrapper.eager_calls)
+    finally:
+        remove_compiled_module(wrapper)
+    return row
+
+
+def vae_rows(size: int, repeats: int, compiled: bool, layouts: list[str], graphs: bool = True) -> list[dict]:
+    """The VAE decoder at `size`² (one image, fp16, no autocast: the WebUI's decode), per layout:
+    eager, and (`graphs`) CUDA graph (and compiled + graph); with `compiled`, compiled without a
+    graph as the WebUI runs it."""
     from ldm.modules.diffusionmodules.model import Decoder
 
     decoder = Decoder(**VAE_DECODER)
@@ -219,11 +243,14 @@ def vae_rows(size: int, repeats: int, compiled: bool) -> list[dict]:
         flops = count_flops(decoder, (z,), {})
         eager_out = decoder(z).float()
         largest = eager_out.abs().max().item()
-        for layout in ("contiguous", "channels-last"):
+        for layout in layouts:
             if layout == "channels-last":
                 decoder.to(memory_format=torch.channels_last)  # in place: the same module
             mode_rows = [{"mode": "eager", **time_calls(decode, repeats), "graph_max_abs_diff": None}]
-            mode_rows += graphed_rows(decoder, decode, eager_out, repeats, compiled)
+            if graphs:
+                mode_rows += graphed_rows(decoder, decode, eager_out, repeats, compiled)
+            if compiled:
+                mode_rows.append(compiled_module_row(decoder, z, eager_out, repeats))
             for row in mode_rows:
                 row.update(model="vae", config=f"decoder, {layout}", batch=1, size=size, gflop=flops / 1e9)
                 row.update(tflops=flops / (row["gpu_ms_median"] / 1000) / 1e12, output_abs_max=largest)
@@ -291,6 +318,9 @@ def main() -> int:
     parser.add_argument("--compiled", action="store_true", help="add compiled + graph rows")
     parser.add_argument("--only", help="configurations whose label contains one of these comma-separated parts")
     parser.add_argument("--vae", action="store_true", help="add the VAE decoder's rows")
+    parser.add_argument("--vae-sizes", default="512,1024")
+    parser.add_argument("--vae-layouts", default="contiguous,channels-last")
+    parser.add_argument("--vae-no-graphs", action="store_true", help="leave out the decoder's graph rows")
     ns = parser.parse_args()
     if not torch.cuda.is_available():
         print("unet_step.py needs a CUDA GPU", file=sys.stderr)
@@ -313,12 +343,12 @@ def main() -> int:
             print("\n".join(table(rows[-3:]).splitlines()[1:]), flush=True)
         del unet
         torch.cuda.empty_cache()
-    for size in (512, 1024) if ns.vae else ():
+    for size in (int(v) for v in ns.vae_sizes.split(",")) if ns.vae else ():
         try:
-            rows += vae_rows(size, ns.repeats, ns.compiled)
+            rows += vae_rows(size, ns.repeats, ns.compiled, ns.vae_layouts.split(","), not ns.vae_no_graphs)
         except Exception as error:  # noqa: BLE001 - keep the table
             rows.append({"model": "vae", "config": "decoder", "batch": 1, "size": size, "error": repr(error)[:200]})
-        print("\n".join(table(rows[-6:]).splitlines()[1:]), flush=True)
+        print("\n".join(table(rows[-8:]).splitlines()[1:]), flush=True)
     result = {
         "device": torch.cuda.get_device_name(0),
         "torch": torch.__version__,
