@@ -106,11 +106,6 @@ class Generation:
             return
         if self.outer is not None:
             self.note(NESTED_NOTE)
-        elif self.plan.compile.enabled:
-            undo, self.vae_decoder, note = vae_decoder.compile_vae_decoder()
-            self.applied.stack.set("vae decoder", undo)
-            if note:
-                self.note(note)
         self._claim({*(self.applied.applied & set(GENERATION_FEATURES)), "mode"})
         for reason in self.applied.skipped.values():
             self.note(reason)
@@ -216,6 +211,7 @@ class Generation:
         if self.applied is None or not self.in_pass:
             return
         self.in_pass = False
+        self._compile_vae_decoder()
         graphed = "cuda_graph" in self.applied.applied
         compiled_pass = "compile" in self.applied.applied
         unet = getattr(getattr(shared.sd_model, "model", None), "diffusion_model", None)
@@ -238,6 +234,16 @@ class Generation:
                     compiled_pass and self._compiled_without_failure() and not current["cuda_graph"]["eager_calls"]
                 )
                 self._claim_graph()
+
+    def _compile_vae_decoder(self) -> None:
+        """With compile_unet, the decodes after sampling run the compiled VAE decoder (installed
+        after sampling, so that an extension that wraps the decoder during the generation, such
+        as a tiled VAE, is seen and left alone; removed with everything else)."""
+        if self.plan.compile.enabled and self.outer is None and self.vae_decoder is None:
+            undo, self.vae_decoder, note = vae_decoder.compile_vae_decoder()
+            self.applied.stack.set("vae decoder", undo)
+            if note:
+                self.note_once(note)
 
     def _compiled_without_failure(self) -> bool:
         """The pass's compiled forwards compiled (a failure ran them uncompiled: noted)."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 from harness import http_json
-from helpers import assert_restored, graph_calls, params_of, pixels, post, speedkit, status, txt2img
+from helpers import assert_restored, cpu_graphs, graph_calls, params_of, pixels, post, speedkit, status, txt2img
 
 COMPILED_SWITCHES = [True, "keep", "off", 0.75, 0.0, 0.0, 1, 2, 2, False, -1, False, True, True]
 COMPILED = [*COMPILED_SWITCHES, "Custom", 1, 0, 0, 0, 0, True]
@@ -52,4 +52,14 @@ def test_the_compiled_unet_compiles_the_vae_decoder_too_and_restores_it(webui, p
     txt2img(webui, speedkit(*COMPILED_SWITCHES))  # without compile_unet: the decoder's own forward
     assert status(webui)["last_generation"]["vae_decoder"] is None
     assert pixels(txt2img(webui)) == pristine["pixels"]
+    assert_restored(webui, pristine)
+
+
+def test_a_decoder_another_extension_wrapped_is_left_alone_with_a_note(webui, pristine, cpu_compile):
+    response = txt2img(webui, {**speedkit(*COMPILED), **cpu_graphs("vae-wrapped")})
+    params = params_of(response)
+    assert "compiled VAE decoder not used: the Decoder's forward is already replaced" in params["Speedkit note"]
+    assert str(params["Speedkit compiled UNet"]) == "True"  # the UNet still is
+    assert status(webui)["last_generation"]["vae_decoder"] is None
+    assert pixels(response) == pristine["pixels"]
     assert_restored(webui, pristine)

@@ -23,6 +23,7 @@ API args: [fail_after_unet_calls (-1 = never), kind]. Kinds:
   "cpu-compile"    CPU graphs, and a compiler that hands the forward back unchanged (inductor
                    needs a GPU) and counts what it was given ("Speedkit test compiled");
   "cpu-compile-fails" the same, with compiled forwards that fail as torch.compile fails.
+  "vae-wrapped"    the VAE decoder's forward wrapped on the instance for the generation (a tiled VAE);
   "cpu-compile-slow" the same, with a first call per shape that takes until the user interrupts
                    (at most 30 s), reported in the progress text as the WebUI's compiler does.
 """
@@ -208,6 +209,11 @@ class SpeedkitTestFaults(scripts.Script):
             self._hook(p, unet, record, once=False)
         elif kind in ("error", "oom") and fail_after is not None and fail_after >= 0:
             self._fail_after(p, unet, int(fail_after), kind)
+        elif kind == "vae-wrapped":  # as a tiled VAE does: the decoder's forward wrapped for the generation
+            decoder = shared.sd_model.first_stage_model.decoder
+            own = decoder.forward
+            decoder.forward = lambda z, **kwargs: own(z, **kwargs)
+            p.speedkit_test_decoder = decoder
 
     def _hook(self, p, unet, action, once=True):
         def hook(_module, _args):
@@ -269,6 +275,9 @@ class SpeedkitTestFaults(scripts.Script):
                 handle.remove()
         CpuGraphs.swap_out(p)
         CpuCompiler.swap_out(p)
+        decoder = getattr(p, "speedkit_test_decoder", None)
+        if decoder is not None:
+            del decoder.__dict__["forward"]
 
 
 class GlobalCpuCompile:
