@@ -13,7 +13,8 @@ as wheels) and has the results.
 Configurations (stock = A1111 with "sdp - scaled dot product" chosen in Settings, Speedkit off):
 stock, the extension's patches taken out (to measure what the installed extension costs when
 off), each Speedkit switch alone, the CUDA-graph fast path alone and with each switch, and the
-best lossless and best overall combinations. For each: sampler it/s, end-to-end it/s, GPU
+best lossless and best overall combinations, and the compiled UNet (`compile_unet`) on the
+lossless switches (its first run at a size compiles: the warm-up). For each: sampler it/s, end-to-end it/s, GPU
 utilisation while sampling, VRAM, image difference vs stock.
 
 Outputs in --out: results.json (everything), report.md (the tables), webui.log.
@@ -69,12 +70,15 @@ CONFIGURATIONS_512 = [
     ("best lossless: graph + channels-last + lean", args(**LOSSLESS)),
     ("best overall: lossless + cutoff 0.5", args(**LOSSLESS, **CUTOFF)),
     ("lossless + cutoff 0.5 + ToMe 0.5", args(**LOSSLESS, **CUTOFF, **TOME)),
+    ("lossless + compiled UNet", args(**LOSSLESS, compile_unet=True)),
+    ("lossless + compiled + cutoff 0.5", args(**LOSSLESS, **CUTOFF, compile_unet=True)),
 ]
 CONFIGURATIONS_1024 = [
     ("extension absent", "extension-absent"),
     ("CUDA graph", args(**FAST)),
     ("best lossless: graph + channels-last + lean", args(**LOSSLESS)),
     ("lossless + ToMe 0.5", args(**LOSSLESS, **TOME)),
+    ("lossless + compiled UNet", args(**LOSSLESS, compile_unet=True)),
     ("channels-last", args(channels_last=True)),
     ("ToMe 0.5", args(**TOME)),
 ]
@@ -252,7 +256,11 @@ def markdown(size: int, record: dict) -> str:
     for row in rows:
         its = row["sampler_its"] or {}
         diff = row.get("vs_baseline") or {}
-        image = "identical" if diff.get("identical") else f"PSNR {diff.get('psnr_db', float('nan')):.1f} dB"
+        image = (
+            "identical"
+            if diff.get("identical")
+            else f"max {diff.get('max_abs', 'n/a')}, PSNR {diff.get('psnr_db', float('nan')):.1f} dB"
+        )
         vram = (row.get("vram") or {}).get("reserved_peak_mb")
         util = _cell(row.get("gpu_util"), digits=0)
         lines.append(

@@ -71,15 +71,21 @@ def _start(generation: Generation) -> Generation:
     return generation
 
 
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
 @contextmanager
 def _timed(generation: Generation, phase: str) -> Iterator[None]:
-    """Add the seconds of Speedkit's own work in `phase` (its GPU work included) to the record."""
+    """Add the seconds of Speedkit's own work in `phase` (its GPU work included, the WebUI's work
+    queued before it not) to the record."""
+    _sync()
     started = time.perf_counter()
     try:
         yield
     finally:
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
+        _sync()
         spent = generation.record.overhead_s
         spent[phase] = spent.get(phase, 0.0) + time.perf_counter() - started
 
