@@ -30,9 +30,7 @@ package index: benchmarks/gpu_machine.sh.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import time
 import traceback
 from pathlib import Path
 
@@ -222,16 +220,10 @@ def report(results: list[dict]) -> str:
 
 
 def run(ns) -> int:
-    a1111, work, out = Path(ns.a1111).resolve(), Path(ns.work).resolve(), Path(ns.out).resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    assets = work / f"assets-{ns.model}"
-    started = time.monotonic()
-    checkpoint = workloads.built_checkpoint(a1111, assets, ns.model, ns.shrink)
-    if checkpoint is None:
+    setup = workloads.prepared(ns)
+    if setup is None:
         return 1
-    server = Server(a1111, work, assets, checkpoint, ns.port, ns.webui_arg or [])
-    workloads.link_into_data_dir(server, assets)
-    scale = json.loads(ns.scale_overrides) if ns.scale_overrides else {}
+    server, out, scale = setup.server, setup.out, setup.scale
     if ns.compiled:
         candidates = SDXL_COMPILED if ns.model == "sdxl" else SD15_COMPILED
     elif ns.model == "sdxl":
@@ -239,7 +231,7 @@ def run(ns) -> int:
     else:
         candidates = SD15_OPTIONS if ns.options else SD15
     chosen = [w for w in candidates if not ns.only or any(p in w[0] for p in ns.only.split(","))]
-    result = {"command": server.command(), "build_seconds": time.monotonic() - started, "workloads": [], "errors": []}
+    result = {"command": server.command(), "build_seconds": setup.build_seconds, "workloads": [], "errors": []}
 
     def measure_one(workload: tuple) -> dict:
         name, overrides, configurations = workload

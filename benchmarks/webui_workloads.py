@@ -563,6 +563,32 @@ def run(ns) -> int:
     return 1 if result["errors"] else 0
 
 
+@dataclass
+class Prepared:
+    """A benchmark's WebUI, built and linked but not started, with its output folder."""
+
+    server: Server
+    out: Path
+    scale: dict  # CPU check: {"bench": {...}, "hires": {...}} overrides for every workload
+    build_seconds: float
+
+
+def prepared(ns) -> Prepared | None:
+    """The random checkpoint of `ns.model` (built the first time), the server with the assets
+    linked into its data folder, and `ns.out`; None when the build failed."""
+    a1111, work, out = Path(ns.a1111).resolve(), Path(ns.work).resolve(), Path(ns.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    assets = work / f"assets-{ns.model}"
+    started = time.monotonic()
+    checkpoint = built_checkpoint(a1111, assets, ns.model, ns.shrink)
+    if checkpoint is None:
+        return None
+    server = Server(a1111, work, assets, checkpoint, ns.port, ns.webui_arg or [])
+    link_into_data_dir(server, assets)
+    scale = json.loads(ns.scale_overrides) if ns.scale_overrides else {}
+    return Prepared(server, out, scale, time.monotonic() - started)
+
+
 def built_checkpoint(a1111: Path, assets: Path, model: str, shrink: bool) -> Path | None:
     """The random-weight checkpoint (and LoRA) for `model` in `assets`, built the first time in a
     subprocess (so its memory is given back before the WebUI starts); None when the build failed."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 
@@ -285,13 +286,25 @@ def bench_endpoint(body: dict):
             check_plan_can_run(request.plan)
     except SpeedkitError as error:
         raise HTTPException(status_code=422, detail=f"speedkit bench: {error}") from None
+
+    def run() -> dict:
+        if request.matrix:
+            return run_compare(request.preset, request.plan, request.entries)
+        return run_single(request.preset, request.plan, request.label)
+
+    return holding_the_queue("speedkit-bench", "speedkit bench", run, BenchRefused)
+
+
+def holding_the_queue(job: str, label: str, work: Callable[[], dict], refused: type[Exception]) -> dict:
+    """A REST route's `work` with the WebUI's queue lock held (never beside a generation), as a
+    job of `shared.state` (progress, Interrupt); its result as strict JSON; `refused` -> 409."""
+    from fastapi import HTTPException
+
     with call_queue.queue_lock:
-        shared.state.begin(job="speedkit-bench")
+        shared.state.begin(job=job)
         try:
-            if request.matrix:
-                return finite_json(run_compare(request.preset, request.plan, request.entries))
-            return finite_json(run_single(request.preset, request.plan, request.label))
-        except BenchRefused as error:
-            raise HTTPException(status_code=409, detail=f"speedkit bench: {error}") from None
+            return finite_json(work())
+        except refused as error:
+            raise HTTPException(status_code=409, detail=f"{label}: {error}") from None
         finally:
             shared.state.end()

@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import time
 
-from modules import call_queue, shared
+from modules import shared
 
 from ..bench.presets import get_preset
-from ..bench.stats import finite_json
 from ..errors import SpeedkitError
 from ..plan import KEY_COMPILE, format_infotext
 from ..precompile import STEPS, PrecompileRequest, precompile_request, precompile_request_from_body, result_markdown
@@ -84,11 +83,6 @@ def precompile_endpoint(body: dict):
         check_plan_can_run(request.plan)
     except SpeedkitError as error:
         raise HTTPException(status_code=422, detail=f"speedkit precompile: {error}") from None
-    with call_queue.queue_lock:
-        shared.state.begin(job="speedkit-precompile")
-        try:
-            return finite_json(run_precompile(request))
-        except SpeedkitError as error:
-            raise HTTPException(status_code=409, detail=f"speedkit precompile: {error}") from None
-        finally:
-            shared.state.end()
+    return bench.holding_the_queue(
+        "speedkit-precompile", "speedkit precompile", lambda: run_precompile(request), SpeedkitError
+    )
