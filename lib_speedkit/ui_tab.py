@@ -38,7 +38,7 @@ class BenchTabHost:
     export: Callable[[str], Callable[[], str]]  # "csv" | "json" -> () -> file path
     gpus: list[str] | None = None  # GPUs with community results ("Compare with")
     slim: Any = None  # ui_slim.SlimSectionHost: adds the "Slim a checkpoint" section
-    # (sizes, batch sizes, *switches) -> (report markdown,): adds the "Precompile" section
+    # (sizes, batch sizes, *switches) -> (result JSON, report markdown): adds the "Precompile" section
     precompile: Callable | None = None
     default_mode: str = "Off"
 
@@ -119,7 +119,10 @@ def _precompile_section(precompile: Callable, switch_inputs: list) -> None:
             batch_sizes = gr.Textbox(label="Batch sizes", value="1", elem_id="speedkit_precompile_batch_sizes")
         button = gr.Button("Precompile", elem_id="speedkit_precompile_run")
         report = gr.Markdown(elem_id="speedkit_precompile_report")
-    button.click(fn=precompile, inputs=[sizes, batch_sizes, *switch_inputs], outputs=[report])
+        with gr.Accordion("Raw result (JSON)", open=False, elem_id="speedkit_precompile_json_section"):
+            result = gr.JSON(elem_id="speedkit_precompile_json")
+    # the report last: the WebUI's wrapper appends "Time taken" to the last output
+    button.click(fn=precompile, inputs=[sizes, batch_sizes, *switch_inputs], outputs=[result, report])
 
 
 def build_bench_tab(host: BenchTabHost) -> gr.Blocks:

@@ -45,6 +45,8 @@ def run_precompile(request: PrecompileRequest) -> dict:
     """Every shape of `request`, until the user interrupts. Call with the queue lock held."""
     if shared.sd_model is None:
         raise SpeedkitError("no checkpoint is loaded")
+    if shared.device.type != fast_path.GRAPHS.capturer.device_type:
+        raise SpeedkitError(f"the compiled UNet needs the CUDA graph, and the WebUI runs on {shared.device.type}")
     check_plan_can_run(request.plan)
     shapes = request.shapes
     shared.state.job_count = len(shapes)
@@ -63,15 +65,16 @@ def run_precompile(request: PrecompileRequest) -> dict:
     }
 
 
-def tab_handler(sizes: str, batch_sizes: str, *switch_args) -> tuple[str]:
+def tab_handler(sizes: str, batch_sizes: str, *switch_args) -> tuple[dict | None, str]:
     """The tab's Precompile button (inside the WebUI's queue wrapper, which appends the time taken
-    to the last output): the report, or the reason it did not run."""
+    to the last output): the result and its report, or the reason it did not run."""
     try:
         unavailable = unavailable_switches()
         plan = plan_from_args(switch_args, unavailable=unavailable)
-        return (result_markdown(run_precompile(precompile_request(sizes, batch_sizes, plan, unavailable))),)
+        result = run_precompile(precompile_request(sizes, batch_sizes, plan, unavailable))
     except SpeedkitError as error:
-        return (f"**Precompile did not run:** {error}",)
+        return None, f"**Precompile did not run:** {error}"
+    return result, result_markdown(result)
 
 
 def precompile_endpoint(body: dict):

@@ -165,7 +165,7 @@ def create_tab():
             export=_export,
             gpus=cards.gpu_choices(),
             slim=slim_section_host(),
-            precompile=call_queue.wrap_gradio_gpu_call(precompile.tab_handler, extra_outputs=[]),
+            precompile=call_queue.wrap_gradio_gpu_call(precompile.tab_handler, extra_outputs=[None]),
             default_mode=options.default_mode(),
         )
     )

@@ -230,3 +230,30 @@ def test_compare_switches_draws_speedup_bars_and_shows_the_largest_image_differe
     assert "PSNR" in chart.inner_text()
     page.locator("#speedkit_bench_images").wait_for(state="visible", timeout=30_000)
     page.screenshot(path=str(screenshot_dir() / "speedkit-compare.png"), full_page=True)
+
+
+def test_precompile_in_the_tab_reports_each_size_and_names_a_bad_one(webui, page):
+    from playwright.sync_api import expect
+
+    open_speedkit_tab(page)
+    section = page.locator("#speedkit_precompile")
+    section.locator(".label-wrap").first.click()
+    sizes = page.locator("#speedkit_precompile_sizes textarea")
+    sizes.fill("64x64, 65x64")
+    page.locator("#speedkit_precompile_run").click()
+    report = page.locator("#speedkit_precompile_report").first
+    expect(report).to_contain_text("Precompile did not run: sizes[1]: '65x64' is not allowed", timeout=60_000)
+    sizes.fill("64x64")
+    page.locator("#speedkit_precompile_run").click()
+    expect(report).to_contain_text("needs the CUDA graph, and the WebUI runs on cpu", timeout=60_000)
+    http_json(webui.url + "/speedkit-test/cpu-compile", {"on": True})  # CPU graphs, a pass-through compiler
+    try:
+        page.locator("#speedkit_precompile_run").click()
+        row = report.locator("table tbody tr").first  # one 2-step generation, its row
+        expect(row).to_contain_text("64×64", timeout=GENERATION_TIMEOUT_MS)
+        assert [cell.inner_text() for cell in row.locator("td").all()[:2]] == ["64×64", "1"]
+        assert row.locator("td").nth(4).inner_text() == "yes"
+    finally:
+        http_json(webui.url + "/speedkit-test/cpu-compile", {"on": False})
+    assert "Time taken" in report.inner_text()  # through the WebUI's queue wrapper
+    page.screenshot(path=str(screenshot_dir() / "speedkit-precompile.png"), full_page=True)
