@@ -207,7 +207,7 @@ VAE_DECODER = {  # v1-inference.yaml's first_stage_config ddconfig (SD1.x, SD2.x
 def compiled_module_row(decoder, z, eager_out, repeats: int) -> dict:
     """The decoder as `compile_unet` runs it in the WebUI (compiled.apply_compiled_module: compiled,
     no CUDA graph), its first call (the compile) timed apart."""
-    from lib_speedkit.compiled import apply_compiled_module, remove_compiled_module
+    from lib_speedkit.compiled_module import apply_compiled_module, remove_compiled_module
 
     wrapper = apply_compiled_module(decoder, Compiler(), "vae decoder")
     try:

@@ -289,7 +289,7 @@ class Decoder(torch.nn.Module):
 
 
 def test_a_compiled_module_runs_compiled_without_a_graph_and_comes_off_exactly():
-    from lib_speedkit.compiled import apply_compiled_module, remove_compiled_module
+    from lib_speedkit.compiled_module import apply_compiled_module, remove_compiled_module
 
     decoder, compile_fn = Decoder(), RecordingCompile()
     z = torch.randn(1, 4, 8, 8)
@@ -302,7 +302,7 @@ def test_a_compiled_module_runs_compiled_without_a_graph_and_comes_off_exactly()
 
 
 def test_a_compiled_module_called_from_another_thread_runs_its_own_forward():
-    from lib_speedkit.compiled import apply_compiled_module
+    from lib_speedkit.compiled_module import apply_compiled_module
 
     decoder = Decoder()
     wrapper = apply_compiled_module(decoder, Compiler(RecordingCompile()), "vae decoder")
@@ -313,7 +313,7 @@ def test_a_compiled_module_called_from_another_thread_runs_its_own_forward():
 
 
 def test_compiled_code_that_fails_hands_back_to_the_modules_own_forward_but_memory_errors_propagate():
-    from lib_speedkit.compiled import apply_compiled_module
+    from lib_speedkit.compiled_module import apply_compiled_module
 
     def asserting(_forward):
         def compiled(*_args):
@@ -341,7 +341,7 @@ def test_compiled_code_that_fails_hands_back_to_the_modules_own_forward_but_memo
 
 
 def test_a_module_whose_forward_another_extension_replaced_is_refused():
-    from lib_speedkit.compiled import apply_compiled_module
+    from lib_speedkit.compiled_module import apply_compiled_module
     from lib_speedkit.errors import SpeedkitError
 
     decoder = Decoder()

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from modules import shared
 
-from ..compiled import CompiledModuleForward, apply_compiled_module, remove_compiled_module
+from ..compiled_module import CompiledModuleForward, apply_compiled_module, remove_compiled_module
 from ..errors import SpeedkitError
 from ..undo import Undo
 from . import compiled, fast_path
