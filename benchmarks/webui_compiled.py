@@ -178,19 +178,9 @@ def run(ns) -> int:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--a1111", required=True, help="an A1111 v1.10.1 checkout with its repositories/")
-    parser.add_argument("--model", choices=("sd15", "sdxl"), default="sd15")
-    parser.add_argument("--work", default="/tmp/speedkit-compiled")
-    parser.add_argument("--out", default="compiled-out")
-    parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--runs-large", type=int, default=3, help="runs of batch 4, 1024², hires and SDXL")
+    workloads.add_common_arguments(parser, "compiled", 7864)
     parser.add_argument("--images", help="where the images go (default: OUT/images)")
-    parser.add_argument("--only", help="comma-separated parts of workload names to run")
     parser.add_argument("--no-restart", action="store_true", help="skip the restart-from-cache measurement")
-    parser.add_argument("--port", type=int, default=7864)
-    parser.add_argument("--shrink", action="store_true", help="CPU check of this script: a small SDXL UNet")
-    parser.add_argument("--webui-arg", action="append", help="extra launch.py flag (repeatable)")
-    parser.add_argument("--scale-overrides", help='CPU check: JSON {"bench": {...}, "hires": {...}} for every workload')
     return run(parser.parse_args())
 
 

@@ -254,20 +254,10 @@ def run(ns) -> int:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--a1111", required=True, help="an A1111 v1.10.1 checkout with its repositories/")
-    parser.add_argument("--model", choices=("sd15", "sdxl"), default="sd15")
-    parser.add_argument("--work", default="/tmp/speedkit-deepcache")
-    parser.add_argument("--out", default="deepcache-out")
-    parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--runs-large", type=int, default=3, help="runs of batch 4, 1024² and hires")
+    workloads.add_common_arguments(parser, "deepcache", 7863)
     parser.add_argument("--options", action="store_true", help="N=3 with a window or a deeper branch; SD1.5: Heun")
     parser.add_argument("--compiled", action="store_true", help="the compiled UNet (#13): 512² or SDXL 1024²")
     parser.add_argument("--images", help="where the images go (default: OUT/images)")
-    parser.add_argument("--only", help="comma-separated parts of workload names to run")
-    parser.add_argument("--port", type=int, default=7863)
-    parser.add_argument("--shrink", action="store_true", help="CPU check of this script: a small SDXL UNet")
-    parser.add_argument("--webui-arg", action="append", help="extra launch.py flag (repeatable)")
-    parser.add_argument("--scale-overrides", help='CPU check: JSON {"bench": {...}, "hires": {...}} for every workload')
     return run(parser.parse_args())
 
 

@@ -519,21 +519,14 @@ def link_into_data_dir(server: Server, assets: Path) -> None:
 
 
 def run(ns) -> int:
-    a1111, work, out = Path(ns.a1111).resolve(), Path(ns.work).resolve(), Path(ns.out).resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    assets = work / f"assets-{ns.model}"
-    started = time.monotonic()
-    checkpoint = built_checkpoint(a1111, assets, ns.model, ns.shrink)
-    if checkpoint is None:
+    setup = prepared(ns)
+    if setup is None:
         return 1
-    build_seconds = time.monotonic() - started
-    server = Server(a1111, work, assets, checkpoint, ns.port, ns.webui_arg or [])
-    link_into_data_dir(server, assets)
+    server, out, scale = setup.server, setup.out, setup.scale
     workloads = SDXL_WORKLOADS if ns.model == "sdxl" else SD15_WORKLOADS
     if ns.only:
         workloads = [w for w in workloads if any(part in w.name for part in ns.only.split(","))]
-    scale = json.loads(ns.scale_overrides) if ns.scale_overrides else {}
-    result = {"command": server.command(), "build_seconds": build_seconds, "workloads": [], "errors": []}
+    result = {"command": server.command(), "build_seconds": setup.build_seconds, "workloads": [], "errors": []}
 
     def measure_one(workload: Workload) -> dict:
         runs = ns.runs_large if workload.large else ns.runs
@@ -664,6 +657,24 @@ def after_lora_markdown(results: list[dict]) -> str:
     return "".join(lines)
 
 
+def add_common_arguments(parser, name: str, port: int, a1111_required: bool = True) -> None:
+    """The arguments every WebUI benchmark script takes (`name`: its work and out folders)."""
+    parser.add_argument("--a1111", required=a1111_required, help="an A1111 v1.10.1 checkout with its repositories/")
+    parser.add_argument("--model", choices=("sd15", "sdxl"), default="sd15")
+    parser.add_argument("--work", default=f"/tmp/speedkit-{name}")
+    parser.add_argument("--out", default=f"{name}-out")
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--runs-large", type=int, default=3, help="runs of batch 4, 1024², hires (and SDXL)")
+    parser.add_argument("--only", help="comma-separated parts of workload names to run")
+    parser.add_argument("--port", type=int, default=port)
+    parser.add_argument("--shrink", action="store_true", help="CPU check of the script: a small SDXL UNet")
+    parser.add_argument("--webui-arg", action="append", help="extra launch.py flag (repeatable)")
+    parser.add_argument(
+        "--scale-overrides",
+        help='CPU check of the script: JSON {"bench": {preset fields}, "hires": {txt2img fields}}, every workload',
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command")
@@ -672,20 +683,7 @@ def main() -> int:
     build_parser.add_argument("--a1111", required=True)
     build_parser.add_argument("--model", choices=("sd15", "sdxl"), default="sd15")
     build_parser.add_argument("--shrink", action="store_true")
-    parser.add_argument("--a1111", help="an A1111 v1.10.1 checkout with its repositories/")
-    parser.add_argument("--model", choices=("sd15", "sdxl"), default="sd15")
-    parser.add_argument("--work", default="/tmp/speedkit-workloads")
-    parser.add_argument("--out", default="workloads-out")
-    parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--runs-large", type=int, default=3)
-    parser.add_argument("--only", help="comma-separated parts of workload names to run")
-    parser.add_argument("--port", type=int, default=7862)
-    parser.add_argument("--shrink", action="store_true", help="CPU check of this script: a small SDXL UNet")
-    parser.add_argument(
-        "--scale-overrides",
-        help='CPU check of this script: JSON {"bench": {preset fields}, "hires": {txt2img fields}}, every workload',
-    )
-    parser.add_argument("--webui-arg", action="append", help="extra launch.py flag (repeatable)")
+    add_common_arguments(parser, "workloads", 7862, a1111_required=False)
     ns = parser.parse_args()
     if ns.command == "build":
         build(Path(ns.root).resolve(), Path(ns.a1111).resolve(), ns.model, ns.shrink)
