@@ -144,11 +144,7 @@ def run(ns) -> int:
     result = {"command": server.command(), "build_seconds": setup.build_seconds, "workloads": [], "errors": []}
 
     def measure_one(workload: tuple) -> dict:
-        name, overrides, configurations = workload
-        runs = ns.runs_large if overrides.get("large") else ns.runs
-        overrides = {k: v for k, v in overrides.items() if k != "large"}
-        overrides = {**overrides, **scale.get("hires" if overrides.get("hires") else "bench", {})}
-        return deepcache.measure(server, name, overrides, configurations, runs, Path(ns.images or out / "images"))
+        return deepcache.measure_workload(server, ns, scale, workload, Path(ns.images or out / "images"))
 
     def report() -> str:
         return (

@@ -170,6 +170,16 @@ def measure(server: Server, name: str, overrides: dict, configurations: dict, ru
     }
 
 
+def measure_workload(server: Server, ns, scale: dict, workload: tuple, folder: Path) -> dict:
+    """`measure` for one (name, overrides, configurations) with the script's runs (`--runs-large`
+    for "large" ones) and the CPU check's scale overrides."""
+    name, overrides, configurations = workload
+    runs = ns.runs_large if overrides.get("large") else ns.runs
+    overrides = {k: v for k, v in overrides.items() if k != "large"}
+    overrides = {**overrides, **scale.get("hires" if overrides.get("hires") else "bench", {})}
+    return measure(server, name, overrides, configurations, runs, folder)
+
+
 def calls_and_captures(record: dict) -> str:
     captures = f"captures {record['capture_seconds']} s" if record.get("capture_seconds") else ""
     compiles = f"compiles {record['compile_seconds']} s" if record.get("compile_seconds") else ""
@@ -234,11 +244,7 @@ def run(ns) -> int:
     result = {"command": server.command(), "build_seconds": setup.build_seconds, "workloads": [], "errors": []}
 
     def measure_one(workload: tuple) -> dict:
-        name, overrides, configurations = workload
-        runs = ns.runs_large if overrides.get("large") else ns.runs
-        overrides = {k: v for k, v in overrides.items() if k != "large"}
-        overrides = {**overrides, **scale.get("hires" if overrides.get("hires") else "bench", {})}
-        return measure(server, name, overrides, configurations, runs, Path(ns.images or out / "images"))
+        return measure_workload(server, ns, scale, workload, Path(ns.images or out / "images"))
 
     try:
         result["startup_seconds"] = workloads.start_with_stock_attention(server)
