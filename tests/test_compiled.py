@@ -5,6 +5,7 @@ here (triton); its speed and numerics are measured on one (docs/BENCHMARKS.md)."
 from __future__ import annotations
 
 import builtins
+import shutil
 import sys
 import threading
 
@@ -348,3 +349,29 @@ def test_a_module_whose_forward_another_extension_replaced_is_refused():
     decoder.forward = lambda z: z  # a tiled VAE's forward
     with pytest.raises(SpeedkitError, match="already replaced by another extension"):
         apply_compiled_module(decoder, Compiler(RecordingCompile()), "vae decoder")
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="inductor's CPU code needs a C++ compiler")
+def test_the_real_inductor_compiles_on_the_worker_and_once_per_weight_layout():
+    """No stand-in: torch.compile (inductor's CPU backend here, triton on a GPU) on the worker
+    thread, for each weight layout, within float rounding of the module's own forward."""
+    from lib_speedkit.compiled_module import apply_compiled_module, remove_compiled_module
+
+    class Block(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.norm = torch.nn.Conv2d(4, 8, 3, padding=1), torch.nn.GroupNorm(2, 8)
+
+        def forward(self, z):
+            return torch.nn.functional.silu(self.norm(self.conv(z)))
+
+    block, z, compiler = Block().eval(), torch.randn(1, 4, 8, 8), Compiler()
+    with torch.no_grad():
+        expected = block(z)
+        for layout in (torch.contiguous_format, torch.channels_last):
+            block.to(memory_format=layout)
+            wrapper = apply_compiled_module(block, compiler, "block")
+            assert torch.allclose(block(z), expected, atol=1e-5)
+            assert wrapper.compiled_calls == 1 and not wrapper.eager_calls
+            remove_compiled_module(wrapper)
+    assert [entry.as_json()["shape"] for entry in compiler.compiles] == [[1, 4, 8, 8], [1, 4, 8, 8]]
