@@ -51,8 +51,17 @@ def inductor(forward: Callable) -> Callable:
     its own (`own_entry`)."""
     import torch._dynamo
 
-    torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, RECOMPILE_LIMIT)
+    config, name = torch._dynamo.config, recompile_limit_name()
+    setattr(config, name, max(getattr(config, name), RECOMPILE_LIMIT))
     return torch.compile(own_entry(forward), dynamic=False)
+
+
+def recompile_limit_name() -> str:
+    """torch._dynamo's setting of compiled graphs per code object: `recompile_limit` in newer
+    torch (`cache_size_limit` stays only as an alias), `cache_size_limit` before."""
+    import torch._dynamo
+
+    return "recompile_limit" if hasattr(torch._dynamo.config, "recompile_limit") else "cache_size_limit"
 
 
 _entries = itertools.count()
