@@ -32,7 +32,7 @@ from . import attention, hooks
 from .availability import check_plan_can_run
 from .host_patches import patches_removed
 from .options import remember_options
-from .phases import timed_phases
+from .phases import synchronize, timed_phases
 from .slim import environment_load_speed
 
 HISTORY_FILE = "bench-history.jsonl"
@@ -43,11 +43,6 @@ class BenchRefused(SpeedkitError):
 
 
 # --------------------------------------------------------------------------- one measured generation
-
-
-def _sync() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
 
 
 def make_processing(preset: BenchPreset):
@@ -87,12 +82,12 @@ def generate(preset: BenchPreset, plan: SpeedPlan | None) -> RunMeasurement:
                 raise BenchRefused(refused)
             info["attention"] = attention.current_backend_title()  # the backend this run used
         hooks.before_sampling(p)  # p.scripts is None here: what process_before_every_sampling does
-        _sync()
+        synchronize()
         start = time.perf_counter()
         try:
             return original_sample(*args, **kwargs)
         finally:
-            _sync()
+            synchronize()
             windows.append((start, time.perf_counter()))
             hooks.after_sampling(p)  # what post_sample does
 

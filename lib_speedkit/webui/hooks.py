@@ -15,17 +15,14 @@ call for a `p`. Generations are tracked per `p`, innermost last: one started ins
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import ClassVar
-
-import torch
 
 from ..errors import SpeedkitError
 from ..plan import SpeedPlan
 from ..script_args import plan_from_args
 from .availability import unavailable_switches
 from .generation import Generation
+from .phases import speedkit_time
 from .record import GenerationRecord
 
 
@@ -71,32 +68,13 @@ def _start(generation: Generation) -> Generation:
     return generation
 
 
-def _sync() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-
-
-@contextmanager
-def _timed(generation: Generation, phase: str) -> Iterator[None]:
-    """Add the seconds of Speedkit's own work in `phase` (its GPU work included, the WebUI's work
-    queued before it not) to the record."""
-    _sync()
-    started = time.perf_counter()
-    try:
-        yield
-    finally:
-        _sync()
-        spent = generation.record.overhead_s
-        spent[phase] = spent.get(phase, 0.0) + time.perf_counter() - started
-
-
 def activate_generation(p) -> str | None:
     """process: apply the switches. Returns the refusal message when the plan could not be applied."""
     generation = generation_for(p)
     if generation is None:
         return None
     if generation.record.refused is None:
-        with _timed(generation, "activate"):
+        with speedkit_time(generation.record.overhead_s, "activate"):
             generation.activate()
     return generation.record.refused
 
@@ -104,21 +82,21 @@ def activate_generation(p) -> str | None:
 def before_hires(p) -> None:
     generation = generation_for(p)
     if generation is not None:
-        with _timed(generation, "passes"):
+        with speedkit_time(generation.record.overhead_s, "passes"):
             generation.before_hires()
 
 
 def before_sampling(p) -> None:
     generation = generation_for(p)
     if generation is not None:
-        with _timed(generation, "passes"):
+        with speedkit_time(generation.record.overhead_s, "passes"):
             generation.before_sampling()
 
 
 def after_sampling(p) -> None:
     generation = generation_for(p)
     if generation is not None:
-        with _timed(generation, "passes"):
+        with speedkit_time(generation.record.overhead_s, "passes"):
             generation.after_sampling()
 
 
@@ -127,7 +105,7 @@ def finish_generation(p) -> None:
     if generation is None:
         return
     Registry.active.remove(generation)
-    with _timed(generation, "finish"):
+    with speedkit_time(generation.record.overhead_s, "finish"):
         generation.finish()
 
 

@@ -4,9 +4,10 @@ VAE decode (the decoder itself, NaN checks and the copy to the CPU), the WebUI's
 allocations ask the driver again) and Speedkit's own work (the record's `overhead_s`); the rest is
 image conversion, infotext and scripts.
 
-Only the bench uses this: it holds the queue lock, so timing the WebUI's functions for the length
-of one generation cannot touch another one. Each timed phase synchronises the GPU first, so work
-queued earlier is not billed to it.
+`timed_phases` is the bench's alone: it holds the queue lock, so timing the WebUI's functions for
+the length of one generation cannot touch another one. `speedkit_time` times Speedkit's own hooks
+in every generation (the record's `overhead_s`). Each timed stretch synchronises the GPU first, so
+work queued earlier is not billed to it.
 """
 
 from __future__ import annotations
@@ -20,9 +21,23 @@ import torch
 from modules import devices, processing
 
 
-def _sync() -> None:
+def synchronize() -> None:
+    """Wait for the GPU's queued work (no-op without CUDA)."""
     if torch.cuda.is_available():
         torch.cuda.synchronize()
+
+
+@contextmanager
+def speedkit_time(spent: dict[str, float], phase: str) -> Iterator[None]:
+    """Add the seconds of Speedkit's own work in `phase` to `spent` (a record's `overhead_s`): its
+    GPU work included, the WebUI's work queued before it not."""
+    synchronize()
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        synchronize()
+        spent[phase] = spent.get(phase, 0.0) + time.perf_counter() - started
 
 
 class PhaseClock:
@@ -37,12 +52,12 @@ class PhaseClock:
             if self._depth:
                 return function(*args, **kwargs)
             self._depth += 1
-            _sync()
+            synchronize()
             started = time.perf_counter()
             try:
                 return function(*args, **kwargs)
             finally:
-                _sync()
+                synchronize()
                 self.seconds[name] += time.perf_counter() - started
                 self._depth -= 1
 
