@@ -105,13 +105,18 @@ class PassNetworks:
                 self.networks.network_apply_weights(module)
 
 
+def graphs_run_on_this_device() -> bool:
+    """The WebUI runs where the graph cache captures (CUDA; the tests' stand-in: the CPU)."""
+    return shared.device.type == GRAPHS.capturer.device_type
+
+
 def graph_blocker(unet: torch.nn.Module, tome: TokenMergingConfig | None, networks: PassNetworks) -> str | None:
     """Why this sampling pass cannot be replayed from CUDA graphs (None: it can)."""
     from modules import sd_unet
 
     if lowvram.is_enabled(shared.sd_model):
         return "--medvram/--lowvram move the UNet between CPU and GPU, and a graph would read freed weights"
-    if shared.device.type != GRAPHS.capturer.device_type:
+    if not graphs_run_on_this_device():
         return f"the WebUI runs on {shared.device.type}, CUDA graphs need a CUDA device"
     if networks.blocker is not None:
         return networks.blocker

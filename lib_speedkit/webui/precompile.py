@@ -45,7 +45,7 @@ def run_precompile(request: PrecompileRequest) -> dict:
     """Every shape of `request`, until the user interrupts. Call with the queue lock held."""
     if shared.sd_model is None:
         raise SpeedkitError("no checkpoint is loaded")
-    if shared.device.type != fast_path.GRAPHS.capturer.device_type:
+    if not fast_path.graphs_run_on_this_device():
         raise SpeedkitError(f"the compiled UNet needs the CUDA graph, and the WebUI runs on {shared.device.type}")
     check_plan_can_run(request.plan)
     shapes = request.shapes

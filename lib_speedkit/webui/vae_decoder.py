@@ -30,7 +30,7 @@ def compile_vae_decoder() -> tuple[Undo, CompiledModuleForward | None, str | Non
     decoder = vae_decoder()
     if decoder is None:
         return Undo.nothing("no VAE decoder"), None, "compiled VAE decoder not used: the model has no VAE decoder"
-    if shared.device.type != fast_path.GRAPHS.capturer.device_type:
+    if not fast_path.graphs_run_on_this_device():
         return Undo.nothing("not on the graphs' device"), None, None  # the graph's own note says why
     try:
         wrapper = apply_compiled_module(decoder, compiled.COMPILER, compiled.VAE_DECODER)
