@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 
 import torch
-from modules import call_queue, paths_internal, processing, shared
+from modules import paths_internal, processing, shared
 
 from ..bench import history as history_lib
 from ..bench.baselines import compare_with_baselines
@@ -24,12 +23,12 @@ from ..bench.environment import environment_record
 from ..bench.presets import BenchPreset
 from ..bench.request import EXTENSION_ABSENT, MATRIX_SWITCHES, MatrixRow, bench_request
 from ..bench.runner import MatrixEntry, RunMeasurement, run_benchmark, run_matrix
-from ..bench.stats import finite_json
 from ..bench.telemetry import SystemMemoryPeak, TelemetrySampler, open_gpu_provider, process_cpu_meter
 from ..errors import SpeedkitError
 from ..plan import SpeedPlan
 from . import attention, hooks
 from .availability import check_plan_can_run
+from .exclusive import holding_the_queue
 from .host_patches import patches_removed
 from .options import remember_options
 from .phases import synchronize, timed_phases
@@ -288,18 +287,3 @@ def bench_endpoint(body: dict):
         return run_single(request.preset, request.plan, request.label)
 
     return holding_the_queue("speedkit-bench", "speedkit bench", run, BenchRefused)
-
-
-def holding_the_queue(job: str, label: str, work: Callable[[], dict], refused: type[Exception]) -> dict:
-    """A REST route's `work` with the WebUI's queue lock held (never beside a generation), as a
-    job of `shared.state` (progress, Interrupt); its result as strict JSON; `refused` -> 409."""
-    from fastapi import HTTPException
-
-    with call_queue.queue_lock:
-        shared.state.begin(job=job)
-        try:
-            return finite_json(work())
-        except refused as error:
-            raise HTTPException(status_code=409, detail=f"{label}: {error}") from None
-        finally:
-            shared.state.end()

@@ -17,7 +17,7 @@ from dataclasses import replace
 
 from modules import shared
 
-from ..appliers import HostHooks, host_appliers
+from ..appliers import host_appliers
 from ..apply import GENERATION_FEATURES, PASS_FEATURES, AppliedPlan, apply_plan
 from ..deepcache import deepcache_forward_of
 from ..errors import SpeedkitError
@@ -30,9 +30,9 @@ from ..plan import (
     format_infotext,
 )
 from ..undo import Undo
-from . import attention, compiled, cutoff, deepcache, fast_path, vae_decoder
+from . import compiled, cutoff, deepcache, fast_path, vae_decoder
 from .availability import check_plan_can_run
-from .hypertile import is_hypertile_forward
+from .host_hooks import generation_hooks
 from .record import GenerationRecord, GraphCalls, compiled_claim, deepcache_claim, deepcache_totals, graph_claim
 
 NOTE_KEY = "Speedkit note"
@@ -94,7 +94,7 @@ class Generation:
         try:
             check_plan_can_run(self.plan)
             self.applied = apply_plan(
-                unet, self.plan, appliers=host_appliers(self.hooks()), features=features, exclusive=False
+                unet, self.plan, appliers=host_appliers(generation_hooks(self)), features=features, exclusive=False
             )
             applied_cutoff = self.plan.cutoff if "cutoff" in self.applied.applied else None
             self.guidance = cutoff.GuidancePass(self.p, applied_cutoff)
@@ -123,29 +123,6 @@ class Generation:
         everything and make the next denoiser call fail with the reason."""
         self._undo_after(error)
         self.failure = GenerationRefused(f"Speedkit failed {where}, nothing of it stays applied: {_reason(error)}")
-
-    def hooks(self) -> HostHooks:
-        return HostHooks(
-            backend_title=attention.resolve_backend,
-            current_title=attention.current_backend_title,
-            switch_title=attention.switch_title,
-            check_backend=attention.check_backend_runnable,
-            cutoff_blocker=lambda config: cutoff.cutoff_guard(self.p, config),
-            host_cutoff=lambda config: cutoff.host_sigma_threshold(self.p, config),
-            graphs=fast_path.GRAPHS,
-            graph_blocker=lambda: fast_path.graph_blocker(
-                shared.sd_model.model.diffusion_model, self.current_tome(), self.pass_networks
-            ),
-            graph_key=fast_path.graph_context_key,
-            forward_keyed=is_hypertile_forward,
-            lean_blocker=lambda: self.pass_networks.lean_blocker(),
-            wrapped_forwards=lambda: self.pass_networks.wrapped_forwards(),
-            graph_prepare=fast_path.graphable_sgm_unet,
-            deepcache_blocker=lambda: deepcache.deepcache_blocker(shared.sd_model.model.diffusion_model),
-            deepcache_clock=self.steps,
-            compile_blocker=compiled.compile_blocker,
-            compiler=compiled.COMPILER,
-        )
 
     def current_tome(self) -> TokenMergingConfig | None:
         """The ToMe settings on the UNet now (a nested generation runs under the outermost's)."""

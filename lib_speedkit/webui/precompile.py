@@ -16,6 +16,7 @@ from ..precompile import STEPS, PrecompileRequest, precompile_request, precompil
 from ..script_args import plan_from_args
 from . import bench, compiled, fast_path, hooks
 from .availability import check_plan_can_run, unavailable_switches
+from .exclusive import holding_the_queue
 
 
 def shape_preset(width: int, height: int, batch_size: int):
@@ -86,6 +87,6 @@ def precompile_endpoint(body: dict):
         check_plan_can_run(request.plan)
     except SpeedkitError as error:
         raise HTTPException(status_code=422, detail=f"speedkit precompile: {error}") from None
-    return bench.holding_the_queue(
+    return holding_the_queue(
         "speedkit-precompile", "speedkit precompile", lambda: run_precompile(request), SpeedkitError
     )
