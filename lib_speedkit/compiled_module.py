@@ -11,8 +11,7 @@ from collections.abc import Hashable
 import torch
 
 from .compiled import Compiler
-from .cuda_graph import is_class_forward
-from .errors import SpeedkitError
+from .cuda_graph import refuse_foreign_forward
 
 
 class CompiledModuleForward:
@@ -54,10 +53,13 @@ class CompiledModuleForward:
 
 def apply_compiled_module(module: torch.nn.Module, compiler: Compiler, name: Hashable) -> CompiledModuleForward:
     """Run `module`'s forward compiled (see CompiledModuleForward) until `remove_compiled_module`.
-    Refuses (SpeedkitError) when something else already replaced the forward on the instance."""
+    Refuses (SpeedkitError) when something else already replaced the forward on the instance;
+    applying twice is safe (the newer one replaces the older)."""
     existing = module.__dict__.get("forward")
-    if existing is not None and not is_class_forward(module, existing):
-        raise SpeedkitError(f"the {type(module).__name__}'s forward is already replaced by another extension")
+    if isinstance(existing, CompiledModuleForward):
+        del module.__dict__["forward"]
+    else:
+        refuse_foreign_forward(module, existing)
     compiler.use_layout(module)
     wrapper = CompiledModuleForward(module, compiler, name)
     module.forward = wrapper

@@ -236,6 +236,13 @@ def _instance_forward_identity(module: torch.nn.Module, refs: list[object]) -> H
     return _by_identity(forward, refs)
 
 
+def refuse_foreign_forward(module: torch.nn.Module, existing: object) -> None:
+    """SpeedkitError when `existing` (the module's instance forward, None if it has none) is
+    another extension's: a wrapper of Speedkit's put over it would hide it or be undone by it."""
+    if existing is not None and not is_class_forward(module, existing):
+        raise SpeedkitError(f"the {type(module).__name__}'s forward is already replaced by another extension")
+
+
 def is_class_forward(module: torch.nn.Module, forward: object) -> bool:
     """True for an instance attribute that is just the class's own forward bound to the module
     (what ControlNet leaves behind when it restores `model.forward = model._original_forward`)."""
@@ -599,8 +606,8 @@ def apply_cuda_graph(
     if isinstance(existing, GraphedForward):
         del module.__dict__["forward"]  # applying twice: the newer one replaces it
         existing = None
-    elif existing is not None and not is_class_forward(module, existing):
-        raise SpeedkitError(f"the {type(module).__name__}'s forward is already replaced by another extension")
+    else:
+        refuse_foreign_forward(module, existing)
     key_function = context_key if callable(context_key) else (lambda: context_key)
     graphed = GraphedForward(module, cache, key_function)
     module.forward = graphed

@@ -303,6 +303,13 @@ def test_a_compiled_module_runs_compiled_without_a_graph_and_comes_off_exactly()
     assert wrapper.compiled_calls == 2 and not wrapper.eager_calls and len(compile_fn.given) == 1
     remove_compiled_module(wrapper)
     assert "forward" not in decoder.__dict__
+    again = apply_compiled_module(decoder, Compiler(compile_fn), "vae decoder")
+    newer = apply_compiled_module(decoder, Compiler(compile_fn), "vae decoder")  # applying twice is safe
+    assert decoder.__dict__["forward"] is newer and torch.equal(decoder(z), expected)
+    remove_compiled_module(again)  # the older undo leaves the newer in place
+    assert decoder.__dict__["forward"] is newer
+    remove_compiled_module(newer)
+    assert "forward" not in decoder.__dict__
 
 
 def test_a_compiled_module_called_from_another_thread_runs_its_own_forward():
