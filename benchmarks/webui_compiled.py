@@ -23,7 +23,12 @@ Restart: after the workloads the WebUI is stopped and started again with the sam
 the first compiled generation of Asuka 512² then compiles from the inductor cache under it
 (`cache/speedkit-compile`): its compile + capture seconds and its whole-request seconds.
 
-Outputs in --out: results.json, report.md, images/ (or --images), webui.log.
+Hook profile (--profile-hooks RUNS): after the workloads, RUNS compiled Asuka 512² generations
+(results.json `hook_profile_plain_runs`: phases and Speedkit's own work per hook), then RUNS more
+with Speedkit's own hooks under cProfile (benchmarks/extensions/speedkit-bench-profile), in
+hook-profile.txt.
+
+Outputs in --out: results.json, report.md, images/ (or --images), webui.log, hook-profile.txt.
 """
 
 from __future__ import annotations
@@ -99,6 +104,19 @@ def outside_sampling_report(results: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def profile_hooks(server: Server, overrides: dict, runs: int) -> dict:
+    """Compiled Asuka 512² after the workloads: one warm-up, `runs` plain runs (their phases), then
+    `runs` with Speedkit's own hooks under cProfile (the benchmark extension speedkit-bench-profile)."""
+    workloads.bench(server, overrides, COMPILED, 1, 0, "profile: warm-up")
+    plain = workloads.bench(server, overrides, COMPILED, runs, 0, "profile: compiled, plain")
+    harness.http_json(server.url + "/speedkit-bench/profile", {"on": True})
+    try:
+        workloads.bench(server, overrides, COMPILED, runs, 0, "profile: compiled, profiled")
+    finally:
+        stats = harness.http_json(server.url + "/speedkit-bench/profile", {"on": False})["stats"]
+    return {"plain": plain, "stats": stats}
+
+
 def restart_from_cache(server: Server, overrides: dict) -> dict:
     """Stop the WebUI, start it again with the same data folder, and time the first compiled
     generation (its compile comes from the on-disk cache)."""
@@ -119,6 +137,23 @@ def restart_from_cache(server: Server, overrides: dict) -> dict:
         "steady": steady,
         "cache_folder": harness.http_json(server.url + "/speedkit/v1/status").get("compiled_unet", {}),
     }
+
+
+def plain_runs_report(record: dict | None) -> str:
+    """The compiled Asuka runs after the workloads: end-to-end share, phases, Speedkit's own work per hook."""
+    if not record:
+        return ""
+    sampler, end_to_end = workloads.median(record["sampler_its"]), workloads.median(record["end_to_end_its"])
+    own = [run for run in record.get("speedkit_overhead") or [] if run]
+    per_hook = {
+        hook: round(1000 * statistics.median(run.get(hook, 0.0) for run in own), 1)
+        for hook in sorted({hook for run in own for hook in run})
+    }
+    return (
+        f"\nCompiled Asuka 512² after the workloads: {sampler:.2f} sampler it/s, {end_to_end:.2f} end-to-end "
+        f"({end_to_end / sampler:.1%}); phases ms {phase_medians(record)}; "
+        f"Speedkit's own work per hook ms {per_hook}.\n"
+    )
 
 
 def restart_report(record: dict) -> str:
@@ -151,6 +186,7 @@ def run(ns) -> int:
             deepcache.report(result["workloads"])
             + "\nOutside sampling (medians of the steady runs):\n\n"
             + outside_sampling_report(result["workloads"])
+            + plain_runs_report(result.get("hook_profile_plain_runs"))
             + restart_report(result.get("restart"))
         )
 
@@ -158,6 +194,10 @@ def run(ns) -> int:
         result["startup_seconds"] = workloads.start_with_stock_attention(server)
         workloads.measure_each(out, result, [(w[0], w) for w in chosen], measure_one, deepcache.report)
         result["status"] = harness.http_json(server.url + "/speedkit/v1/status")
+        if ns.profile_hooks:
+            profiled = profile_hooks(server, scale.get("bench", {}), ns.profile_hooks)
+            result["hook_profile_plain_runs"] = profiled["plain"]
+            (out / "hook-profile.txt").write_text(profiled["stats"])
         if not ns.no_restart:
             try:
                 result["restart"] = restart_from_cache(server, scale.get("bench", {}))
@@ -177,6 +217,13 @@ def main() -> int:
     workloads.add_common_arguments(parser, "compiled", 7864)
     parser.add_argument("--images", help="where the images go (default: OUT/images)")
     parser.add_argument("--no-restart", action="store_true", help="skip the restart-from-cache measurement")
+    parser.add_argument(
+        "--profile-hooks",
+        type=int,
+        default=0,
+        metavar="RUNS",
+        help="after the workloads, profile Speedkit's hooks over RUNS compiled Asuka runs (OUT/hook-profile.txt)",
+    )
     return run(parser.parse_args())
 
 

@@ -53,6 +53,7 @@ SDXL_CHECKPOINT = "random-sdxl.safetensors"
 LORA_NAME = "random-kohya-lora"
 LORA_RANK = 32
 HOOK_EXTENSION = REPO / "benchmarks" / "extensions" / "speedkit-bench-cpu-copy"
+PROFILE_EXTENSION = REPO / "benchmarks" / "extensions" / "speedkit-bench-profile"
 STOCK = None
 FAST = args(**LOSSLESS)
 GRAPH_ONLY = args(cuda_graph=True)
@@ -261,6 +262,7 @@ def bench(server: Server, overrides: dict, speedkit, runs: int, warmup: int, lab
         "seconds": [run["total_s"] for run in result["runs"]],
         "end_to_end_its": [run["end_to_end_its"] for run in result["runs"]],
         "phases": [run.get("phases_s") for run in result["runs"]],
+        "speedkit_overhead": [run.get("speedkit_overhead_s") for run in result["runs"]],
         "digests": [run["image_sha256"] for run in result["runs"]],
         "cuda_graph": [run.get("cuda_graph") for run in result["runs"]],
         "deepcache": [run.get("deepcache") for run in result["runs"]],
@@ -507,8 +509,9 @@ def markdown(results: list[dict]) -> str:
 
 
 def link_into_data_dir(server: Server, assets: Path) -> None:
-    """The CPU-copy hook extension, and the built LoRA and preview model where A1111 looks."""
-    links = {server.data_dir / "extensions" / HOOK_EXTENSION.name: HOOK_EXTENSION}
+    """The benchmark extensions (CPU-copy hook, hook profiler), and the built LoRA and preview model
+    where A1111 looks."""
+    links = {server.data_dir / "extensions" / ext.name: ext for ext in (HOOK_EXTENSION, PROFILE_EXTENSION)}
     for folder in ("Lora", "VAE-approx"):
         if (assets / folder).exists():
             links[server.data_dir / "models" / folder] = assets / folder

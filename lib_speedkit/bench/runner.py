@@ -59,6 +59,7 @@ class RunRecord:
             "total_s": m.total_seconds,
             "time_taken_s": m.time_taken_seconds,
             "phases_s": m.phases_seconds,
+            "speedkit_overhead_s": (m.info.get("speedkit") or {}).get("overhead_s") or {},
             "vram_mb": m.vram_mb,
             "interrupted": m.interrupted,
             "attention": m.info.get("attention"),

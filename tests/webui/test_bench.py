@@ -60,6 +60,10 @@ def test_speedkit_switches_in_a_bench_are_applied_and_restored(webui, pristine):
         "Speedkit ToMe": "0.5",
     }
     assert status(webui)["last_generation"]["unet_calls"] == {"with_uncond": 2, "without_uncond": 2}
+    for run in result["runs"]:  # Speedkit's own work, per hook, adds up to its phase
+        own = run["speedkit_overhead_s"]
+        assert {"activate", "passes", "finish"} <= set(own)
+        assert abs(sum(own.values()) - run["phases_s"]["speedkit"]) < 1e-3
     assert_restored(webui, pristine)
 
 
