@@ -39,6 +39,7 @@ from typing import Any, Protocol
 
 import torch
 
+from . import module_walk
 from .errors import SpeedkitError
 from .undo import Undo
 
@@ -164,7 +165,7 @@ def module_fingerprint(module: torch.nn.Module) -> Fingerprint:
     refs: list[object] = []
     class_keys: dict[type, int] = {}
     entries = []
-    for name, sub in module.named_modules():  # one walk: every module's own tensors, class, hooks
+    for name, sub in module_walk.named_modules(module):  # every module's own tensors, class, hooks
         own_tensors = tuple(
             (key, tensor.data_ptr(), tuple(tensor.shape), tuple(tensor.stride()), tensor.dtype)
             for key, tensor in (*sub._parameters.items(), *sub._buffers.items())
@@ -254,7 +255,7 @@ def instance_forwards(module: torch.nn.Module) -> dict[str, object]:
     (a flag, a random choice) is invisible to a graph's key. Speedkit's own forwards and a plain
     re-bound class forward do not count."""
     found = {}
-    for name, sub in module.named_modules():
+    for name, sub in module_walk.named_modules(module):
         forward = sub.__dict__.get("forward")
         if forward is not None and not _known_forward(sub, forward):
             found[name] = forward

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+from . import module_walk
 from .errors import PatchConflict, SpeedkitError
 from .plan import TokenMergingConfig
 from .undo import SLOTS, Undo
@@ -29,7 +30,7 @@ class _LatentDiffusionShim(torch.nn.Module):
 
 def has_tome_patch(unet: torch.nn.Module) -> bool:
     """True if any transformer block of `unet` currently runs ToMe (ours or someone else's)."""
-    return any(type(module).__name__ == "ToMeBlock" for module in unet.modules())
+    return any(type(module).__name__ == "ToMeBlock" for module in module_walk.modules(unet))
 
 
 def _import_tomesd():
@@ -42,7 +43,9 @@ def _import_tomesd():
 
 def _record_attributes(unet: torch.nn.Module) -> list[tuple[torch.nn.Module, str, object]]:
     return [
-        (module, name, module.__dict__.get(name, _MISSING)) for module in unet.modules() for name in _TOMESD_ATTRIBUTES
+        (module, name, module.__dict__.get(name, _MISSING))
+        for module in module_walk.modules(unet)
+        for name in _TOMESD_ATTRIBUTES
     ]
 
 

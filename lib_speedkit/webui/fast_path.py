@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import torch
 from modules import lowvram, patches, shared
 
+from .. import module_walk
 from ..cuda_graph import GraphCache, module_fingerprint
 from ..plan import TokenMergingConfig
 from ..tome import tome_settings_key
@@ -100,7 +101,7 @@ class PassNetworks:
         if self.networks is None or self.blocker is not None:
             return
         classes = tuple(cls for cls, _name in LORA_WRAPPED_FORWARDS)
-        for module in unet.modules():
+        for module in module_walk.modules(unet):
             if isinstance(module, classes):
                 self.networks.network_apply_weights(module)
 

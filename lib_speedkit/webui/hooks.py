@@ -15,9 +15,12 @@ call for a `p`. Generations are tracked per `p`, innermost last: one started ins
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import ClassVar
 
 from ..errors import SpeedkitError
+from ..module_walk import walk_once
 from ..plan import SpeedPlan
 from ..script_args import plan_from_args
 from .availability import unavailable_switches
@@ -31,6 +34,13 @@ class Registry:
 
     active: ClassVar[list[Generation]] = []
     last: GenerationRecord | None = None
+
+
+@contextmanager
+def own_work(generation: Generation, phase: str) -> Iterator[None]:
+    """Speedkit's own work in a hook: timed into the record's `overhead_s`, each model walked once."""
+    with speedkit_time(generation.record.overhead_s, phase), walk_once():
+        yield
 
 
 def generation_for(p) -> Generation | None:
@@ -74,7 +84,7 @@ def activate_generation(p) -> str | None:
     if generation is None:
         return None
     if generation.record.refused is None:
-        with speedkit_time(generation.record.overhead_s, "activate"):
+        with own_work(generation, "activate"):
             generation.activate()
     return generation.record.refused
 
@@ -82,21 +92,21 @@ def activate_generation(p) -> str | None:
 def before_hires(p) -> None:
     generation = generation_for(p)
     if generation is not None:
-        with speedkit_time(generation.record.overhead_s, "passes"):
+        with own_work(generation, "passes"):
             generation.before_hires()
 
 
 def before_sampling(p) -> None:
     generation = generation_for(p)
     if generation is not None:
-        with speedkit_time(generation.record.overhead_s, "passes"):
+        with own_work(generation, "passes"):
             generation.before_sampling()
 
 
 def after_sampling(p) -> None:
     generation = generation_for(p)
     if generation is not None:
-        with speedkit_time(generation.record.overhead_s, "passes"):
+        with own_work(generation, "passes"):
             generation.after_sampling()
 
 
@@ -105,7 +115,7 @@ def finish_generation(p) -> None:
     if generation is None:
         return
     Registry.active.remove(generation)
-    with speedkit_time(generation.record.overhead_s, "finish"):
+    with own_work(generation, "finish"):
         generation.finish()
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import torch
 
+from .. import module_walk
+
 PARAMS_ATTRIBUTE = "__webui_hypertile_params"  # what hypertile_hook_model sets on each wrapped module
 
 
@@ -19,7 +21,9 @@ def hypertile_params(unet: torch.nn.Module) -> list:
     """The params object on each module Hypertile wrapped (an instance attribute: looked up in the
     module's own __dict__, since a missing attribute costs nn.Module an exception, and this runs
     over every module twice per sampling pass)."""
-    return [params for module in unet.modules() if (params := vars(module).get(PARAMS_ATTRIBUTE)) is not None]
+    return [
+        params for module in module_walk.modules(unet) if (params := vars(module).get(PARAMS_ATTRIBUTE)) is not None
+    ]
 
 
 def is_hypertile_forward(_name: str, forward: object) -> bool:
