@@ -95,4 +95,20 @@ def test_relayout_in_chunks_keeps_every_value_address_and_negative_zero():
     for tensor, (values, address) in zip(tensors, before, strict=True):
         assert tensor.is_contiguous(memory_format=torch.channels_last) and tensor.data_ptr() == address
         assert torch.equal(tensor, values)
-    assert torch.signbit(tensors[0][0, 0, 0, 0])  # -0.0 stays -0.0 (x * 1, not x + 0)
+    assert torch.signbit(tensors[0][0, 0, 0, 0])  # -0.0 stays -0.0 (bit-exact copies, not x + 0)
+
+
+def test_relayout_stages_each_chunk_in_one_buffer_of_mixed_dtypes():
+    from lib_speedkit import memory_format
+
+    tensors = [torch.randn(4, 3, 2, 2), torch.randn(2, 5, 3, 3).half(), torch.randn(1, 1, 1, 3).double()]
+    staged = memory_format._staging_views(tensors)
+    bases = {view.untyped_storage().data_ptr() for view in staged}
+    assert len(bases) == 1  # one allocation for the chunk
+    for view, tensor in zip(staged, tensors, strict=True):
+        assert view.shape == tensor.shape and view.dtype == tensor.dtype and view.is_contiguous()
+        assert view.storage_offset() * view.element_size() % memory_format.STAGING_ALIGN_BYTES == 0
+    before = [t.clone() for t in tensors]
+    memory_format._relayout_all([(t, memory_format._channels_last_stride(t.shape)) for t in tensors])
+    for tensor, values in zip(tensors, before, strict=True):
+        assert tensor.is_contiguous(memory_format=torch.channels_last) and torch.equal(tensor, values)
