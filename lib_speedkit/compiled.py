@@ -178,9 +178,11 @@ def _detached(value: object) -> object:
 
 @dataclass(frozen=True)
 class CompileTime:
-    """One compile the caller waited for: the first argument's (shape, dtype, device) and seconds
-    (torch.compile's tracing and code generation, and the first run of its kernels)."""
+    """One compile the caller waited for: what was compiled (the compiled forward's name), the
+    first argument's (shape, dtype, device) and seconds (torch.compile's tracing and code
+    generation, and the first run of its kernels)."""
 
+    what: Hashable
     first_argument: Hashable
     seconds: float
 
@@ -240,7 +242,7 @@ class Compiler:
         compiling = _Compiling(forward, key, args, kwargs)
         if compiling.wait(self.interrupted):
             first_argument = key[1][0][0] if key[1][0] else ()
-            self.compiles.append(CompileTime(first_argument, time.perf_counter() - started))
+            self.compiles.append(CompileTime(forward.name, first_argument, time.perf_counter() - started))
             return None
         self.background = compiling
         self.interruptions += 1

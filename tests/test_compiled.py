@@ -263,6 +263,7 @@ def test_each_compile_waited_for_is_timed_with_its_shape(unet):
     call(unet)
     call(unet)
     (entry,) = compiler.compiles
+    assert entry.what == "forward"  # the UNet's own forward (DeepCache's steps and the decoder have names)
     assert entry.as_json()["shape"] == [2, 4, 16, 16] and entry.seconds >= 0
 
 

@@ -77,6 +77,18 @@ def release(*_args) -> None:
     COMPILER.forget()
 
 
+def described(what) -> str:
+    """A compiled forward's name for people: the UNet, the VAE decoder, or DeepCache's full or
+    shallow step of a branch (the graph's tag, as DeepCache names its steps)."""
+    if what in (None, "forward"):
+        return "UNet"
+    if what == VAE_DECODER:
+        return "VAE decoder"
+    if isinstance(what, tuple) and len(what) == 3:
+        return f"DeepCache {what[1]} step, branch {what[2]}"
+    return str(what)
+
+
 def compiled_graphs(graphs: GraphCache) -> list[dict]:
     """The cached graphs of compiled forwards: what was compiled (the UNet, or DeepCache's full or
     shallow step of a branch), the latent's shape and the memory its capture took (graphs share
@@ -86,11 +98,13 @@ def compiled_graphs(graphs: GraphCache) -> list[dict]:
         tag = context[1] if isinstance(context, tuple) and len(context) == 2 else None
         if not (isinstance(tag, tuple) and tag[:1] == ("compiled",)):
             continue
-        inner = tag[1]
-        what = "UNet" if inner is None else f"DeepCache {inner[1]} step, branch {inner[2]}"
         latent = next((spec.shape for spec in signature.args if isinstance(spec, TensorSpec)), None)
         found.append(
-            {"what": what, "latent": list(latent or ()), "mb": round(getattr(captured, "nbytes", 0) / 2**20, 1)}
+            {
+                "what": described(tag[1]),
+                "latent": list(latent or ()),
+                "mb": round(getattr(captured, "nbytes", 0) / 2**20, 1),
+            }
         )
     return found
 
@@ -102,7 +116,7 @@ def status(graphs: GraphCache) -> dict:
         "compiled_graphs": compiled_graphs(graphs),
         "compiling_in_background": bool(background is not None and background.thread.is_alive()),
         "interrupted_compiles": COMPILER.interruptions,
-        "compiles": [entry.as_json() for entry in COMPILER.compiles[-10:]],
+        "compiles": [{"what": described(entry.what), **entry.as_json()} for entry in COMPILER.compiles[-10:]],
         "compile_seconds_total": round(sum(entry.seconds for entry in COMPILER.compiles), 1),
         "failures": list(COMPILER.failures[-5:]),
         "cache_folder": os.environ.get("TORCHINDUCTOR_CACHE_DIR"),

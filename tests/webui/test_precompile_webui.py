@@ -46,8 +46,8 @@ def test_the_compiled_unet_compiles_the_vae_decoder_too_and_restores_it(webui, p
     response = txt2img(webui, speedkit(*COMPILED))
     decoder = status(webui)["last_generation"]["vae_decoder"]
     assert decoder == {"compiled": 1, "eager_calls": {}}  # one image, one compiled decode
-    compiles = [c["shape"] for c in status(webui)["compiled_unet"]["compiles"]]
-    assert [1, 4, 8, 8] in compiles  # the decoder's latent, one image at a time
+    compiles = [(c["what"], c["shape"]) for c in status(webui)["compiled_unet"]["compiles"]]
+    assert ("VAE decoder", [1, 4, 8, 8]) in compiles  # the decoder's latent, one image at a time
     assert pixels(response) == pristine["pixels"]  # this compiler changes nothing; inductor: BENCHMARKS.md
     txt2img(webui, speedkit(*COMPILED_SWITCHES))  # without compile_unet: the decoder's own forward
     assert status(webui)["last_generation"]["vae_decoder"] is None
