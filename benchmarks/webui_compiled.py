@@ -28,7 +28,12 @@ Hook profile (--profile-hooks RUNS): after the workloads, RUNS compiled Asuka 51
 with Speedkit's own hooks under cProfile (benchmarks/extensions/speedkit-bench-profile), in
 hook-profile.txt.
 
-Outputs in --out: results.json, report.md, images/ (or --images), webui.log, hook-profile.txt.
+Hires profile (--profile-hires RUNS): hires fix 512→1024 requests, stock and compiled, RUNS plain
+(results.json `hires_profile`), then RUNS with the request's `process_images` and PNG encoding
+under cProfile, in hires-profile-stock.txt and hires-profile-lossless---compiled.txt.
+
+Outputs in --out: results.json, report.md, images/ (or --images), webui.log, hook-profile.txt,
+hires-profile-*.txt.
 """
 
 from __future__ import annotations
@@ -139,6 +144,35 @@ def restart_from_cache(server: Server, overrides: dict) -> dict:
     }
 
 
+def profile_hires(server: Server, overrides: dict, runs: int, out: Path) -> dict:
+    """Hires fix 512→1024 through /sdapi/v1/txt2img, stock and compiled: two warm-up requests (the
+    compiled ones compile), `runs` plain ones (whole-request seconds), then `runs` with the
+    request's `process_images` and PNG encoding under cProfile (speedkit-bench-profile's "txt2img"
+    target), written to hires-profile-<configuration>.txt as each is done."""
+    measured = {}
+    for label, speedkit in (("stock", STOCK), ("lossless + compiled", COMPILED)):
+        plain = workloads.txt2img(server, overrides, speedkit, runs, 2, f"hires profile: {label}")
+        harness.http_json(server.url + "/speedkit-bench/profile", {"on": True, "target": "txt2img"})
+        try:
+            profiled = workloads.txt2img(server, overrides, speedkit, runs, 0, f"hires profile: {label}, profiled")
+        finally:
+            stats = harness.http_json(server.url + "/speedkit-bench/profile", {"on": False})["stats"]
+        slug = "".join(c if c.isalnum() else "-" for c in label)
+        (out / f"hires-profile-{slug}.txt").write_text(stats)
+        measured[label] = {"seconds": plain["seconds"], "profiled_seconds": profiled["seconds"]}
+    return measured
+
+
+def hires_profile_report(measured: dict | None) -> str:
+    if not measured:
+        return ""
+    parts = [
+        f"{label} {workloads.median(m['seconds']):.3f} s (profiled {workloads.median(m['profiled_seconds']):.3f} s)"
+        for label, m in measured.items()
+    ]
+    return "\nHires fix 512→1024 requests before profiling: " + "; ".join(parts) + ".\n"
+
+
 def plain_runs_report(record: dict | None) -> str:
     """The compiled Asuka runs after the workloads: end-to-end share, phases, Speedkit's own work per hook."""
     if not record:
@@ -187,6 +221,7 @@ def run(ns) -> int:
             + "\nOutside sampling (medians of the steady runs):\n\n"
             + outside_sampling_report(result["workloads"])
             + plain_runs_report(result.get("hook_profile_plain_runs"))
+            + hires_profile_report(result.get("hires_profile"))
             + restart_report(result.get("restart"))
         )
 
@@ -198,6 +233,8 @@ def run(ns) -> int:
             profiled = profile_hooks(server, scale.get("bench", {}), ns.profile_hooks)
             result["hook_profile_plain_runs"] = profiled["plain"]
             (out / "hook-profile.txt").write_text(profiled["stats"])
+        if ns.profile_hires:
+            result["hires_profile"] = profile_hires(server, scale.get("hires", {}), ns.profile_hires, out)
         if not ns.no_restart:
             try:
                 result["restart"] = restart_from_cache(server, scale.get("bench", {}))
@@ -217,6 +254,13 @@ def main() -> int:
     workloads.add_common_arguments(parser, "compiled", 7864)
     parser.add_argument("--images", help="where the images go (default: OUT/images)")
     parser.add_argument("--no-restart", action="store_true", help="skip the restart-from-cache measurement")
+    parser.add_argument(
+        "--profile-hires",
+        type=int,
+        default=0,
+        metavar="RUNS",
+        help="after the workloads, profile RUNS hires requests, stock and compiled (OUT/hires-profile-*.txt)",
+    )
     parser.add_argument(
         "--profile-hooks",
         type=int,

@@ -1,12 +1,16 @@
 """Benchmark-only WebUI extension (benchmarks/webui_workloads.py links it in; users never install it).
 
-It profiles Speedkit's own work in a generation: while on, each of Speedkit's generation hooks
-(lib_speedkit.webui.hooks: activate, before/after each sampling pass, finish) runs under one
-cProfile profiler, so the harness can see where the record's `overhead_s` goes. The hooks time
-themselves with a GPU synchronise at both ends, so GPU work they queue shows as
-`torch.cuda.synchronize`.
+It profiles a generation's host time with cProfile, in one of two places:
 
-  POST /speedkit-bench/profile {"on": true}   -> {"on": true}
+  "hooks"    Speedkit's own generation hooks (lib_speedkit.webui.hooks: activate, before/after
+             each sampling pass, finish): where the record's `overhead_s` goes. The hooks time
+             themselves with a GPU synchronise at both ends, so GPU work they queue shows as
+             `torch.cuda.synchronize`.
+  "txt2img"  what /sdapi/v1/txt2img runs: `process_images` (the whole generation) and the
+             answer's PNG + base64 encoding (`encode_pil_to_base64`): where a hires-fix request's
+             time goes outside the GPU's work. GPU waits show where the host blocks on the GPU.
+
+  POST /speedkit-bench/profile {"on": true, "target": "hooks" | "txt2img"} -> {"on": true}
   POST /speedkit-bench/profile {"on": false}  -> {"on": false, "stats": "<pstats text>"}
 """
 
@@ -19,30 +23,38 @@ from typing import ClassVar
 
 from modules import script_callbacks
 
-HOOKS = ("activate_generation", "before_hires", "before_sampling", "after_sampling", "finish_generation")
+TARGETS = {
+    "hooks": (
+        "lib_speedkit.webui.hooks",
+        ("activate_generation", "before_hires", "before_sampling", "after_sampling", "finish_generation"),
+    ),
+    "txt2img": ("modules.api.api", ("process_images", "encode_pil_to_base64")),
+}
 TOP = 60
 
 
-class HookProfile:
+class Profile:
     profiler = None
+    module = None
     originals: ClassVar[dict] = {}
 
     @classmethod
-    def start(cls) -> None:
+    def start(cls, target: str) -> None:
         cls.stop()
-        hooks = sys.modules["lib_speedkit.webui.hooks"]
+        module_name, names = TARGETS[target]
+        cls.module = sys.modules[module_name]
         cls.profiler = cProfile.Profile()
-        for name in HOOKS:
-            cls.originals[name] = getattr(hooks, name)
-            setattr(hooks, name, cls.profiled(cls.originals[name]))
+        for name in names:
+            cls.originals[name] = getattr(cls.module, name)
+            setattr(cls.module, name, cls.profiled(cls.originals[name]))
 
     @classmethod
-    def profiled(cls, hook):
-        @functools.wraps(hook)
+    def profiled(cls, function):
+        @functools.wraps(function)
         def call(*args, **kwargs):
             cls.profiler.enable()
             try:
-                return hook(*args, **kwargs)
+                return function(*args, **kwargs)
             finally:
                 cls.profiler.disable()
 
@@ -52,9 +64,8 @@ class HookProfile:
     def stop(cls) -> str:
         if cls.profiler is None:
             return ""
-        hooks = sys.modules["lib_speedkit.webui.hooks"]
-        for name, hook in cls.originals.items():
-            setattr(hooks, name, hook)
+        for name, function in cls.originals.items():
+            setattr(cls.module, name, function)
         cls.originals = {}
         text = io.StringIO()
         stats = pstats.Stats(cls.profiler, stream=text)
@@ -68,9 +79,9 @@ def on_app_started(_demo, app) -> None:
     @app.post("/speedkit-bench/profile")
     def profile(body: dict):
         if body.get("on"):
-            HookProfile.start()
+            Profile.start(body.get("target", "hooks"))
             return {"on": True}
-        return {"on": False, "stats": HookProfile.stop()}
+        return {"on": False, "stats": Profile.stop()}
 
 
 script_callbacks.on_app_started(on_app_started)
