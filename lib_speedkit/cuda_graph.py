@@ -215,12 +215,23 @@ def _cell_filled(cell) -> bool:
     return True
 
 
+CONSTRUCTION_METHODS = frozenset({"__init__", "__setstate__"})
+"""Left out of class keys: a forward a graph replays never runs them. torch._dynamo replaces
+`nn.Module.__init__` and `__setstate__` on its first compile (to tag modules made inside a
+forward); with them in the key, every graph's key changed once after the first compiled
+generation, which compiled and captured again (seen on the H200)."""
+
+
 def _class_key(cls: type, memo: dict[type, int], refs: list[object]) -> int:
-    """A class by name and by the code of everything it defines itself, bases included; hashed
-    once per class and fingerprint (hashing the code objects again for each of an SD1.5 UNet's
-    800 modules took most of the fingerprint's time)."""
+    """A class by name and by the code of everything it defines itself (its construction methods
+    aside), bases included; hashed once per class and fingerprint (hashing the code objects again
+    for each of an SD1.5 UNet's 800 modules took most of the fingerprint's time)."""
     if cls not in memo:
-        own = tuple((name, _function_key(value, refs)) for name, value in sorted(vars(cls).items()) if callable(value))
+        own = tuple(
+            (name, _function_key(value, refs))
+            for name, value in sorted(vars(cls).items())
+            if callable(value) and name not in CONSTRUCTION_METHODS
+        )
         bases = tuple(_class_key(base, memo, refs) for base in cls.__bases__ if base is not object)
         memo[cls] = hash((cls.__module__, cls.__qualname__, own, bases))
     return memo[cls]

@@ -14,7 +14,7 @@ import torch
 from graph_standins import StandInCapturer
 
 from lib_speedkit.compiled import CompiledForward, Compiler, apply_compiled, compile_support, inductor
-from lib_speedkit.cuda_graph import GraphCache, apply_cuda_graph
+from lib_speedkit.cuda_graph import GraphCache, apply_cuda_graph, module_fingerprint
 from lib_speedkit.deepcache import apply_deepcache
 from lib_speedkit.errors import FeatureSkipped
 from lib_speedkit.plan import DeepCacheConfig
@@ -377,6 +377,8 @@ def test_the_real_inductor_compiles_on_the_worker_and_once_per_weight_layout():
             return torch.nn.functional.silu(self.norm(self.conv(z)))
 
     block, z, compiler = Block().eval(), torch.randn(1, 4, 8, 8), Compiler()
+    untouched = Block()
+    before = module_fingerprint(untouched)  # torch._dynamo's first compile patches nn.Module.__init__
     with torch.no_grad():
         expected = block(z)
         for layout in (torch.contiguous_format, torch.channels_last):
@@ -386,3 +388,4 @@ def test_the_real_inductor_compiles_on_the_worker_and_once_per_weight_layout():
             assert wrapper.compiled_calls == 1 and not wrapper.eager_calls, wrapper.eager_calls
             remove_compiled_module(wrapper)
     assert [entry.as_json()["shape"] for entry in compiler.compiles] == [[1, 4, 8, 8], [1, 4, 8, 8]]
+    assert module_fingerprint(untouched) == before  # ... which no forward runs: graphs keep their key

@@ -237,6 +237,19 @@ def test_the_fingerprint_sees_what_a_graph_cannot(unet):
         assert module_fingerprint(unet) != base
 
 
+def test_torch_compiles_own_patch_of_module_construction_keeps_the_fingerprint(unet, monkeypatch):
+    """torch._dynamo replaces nn.Module.__init__ and __setstate__ on its first compile; no forward
+    runs them, so graphs keep their key (else every graph compiled and captured once more)."""
+    base = module_fingerprint(unet)
+    init, setstate = torch.nn.Module.__init__, torch.nn.Module.__setstate__
+    monkeypatch.setattr(torch.nn.Module, "__init__", lambda self, *a, **k: init(self, *a, **k))
+    monkeypatch.setattr(torch.nn.Module, "__setstate__", lambda self, state: setstate(self, state))
+    assert module_fingerprint(unet) == base
+    forward = torch.nn.Module.__call__
+    monkeypatch.setattr(torch.nn.Module, "__call__", lambda self, *a, **k: forward(self, *a, **k))
+    assert module_fingerprint(unet) != base  # what a forward runs still counts
+
+
 def test_a_cache_needs_room_for_one_graph():
     with pytest.raises(SpeedkitError, match="max_graphs"):
         GraphCache(StandInCapturer(), max_graphs=0)
