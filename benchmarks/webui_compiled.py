@@ -114,12 +114,21 @@ def profile_hooks(server: Server, overrides: dict, runs: int) -> dict:
     `runs` with Speedkit's own hooks under cProfile (the benchmark extension speedkit-bench-profile)."""
     workloads.bench(server, overrides, COMPILED, 1, 0, "profile: warm-up")
     plain = workloads.bench(server, overrides, COMPILED, runs, 0, "profile: compiled, plain")
-    harness.http_json(server.url + "/speedkit-bench/profile", {"on": True})
+    _profiled, stats = under_profile(
+        server, "hooks", lambda: workloads.bench(server, overrides, COMPILED, runs, 0, "profile: compiled, profiled")
+    )
+    return {"plain": plain, "stats": stats}
+
+
+def under_profile(server: Server, target: str, work):
+    """`work()` with speedkit-bench-profile's cProfile on `target` ("hooks" or "txt2img"):
+    (what it returned, the pstats text)."""
+    harness.http_json(server.url + "/speedkit-bench/profile", {"on": True, "target": target})
     try:
-        workloads.bench(server, overrides, COMPILED, runs, 0, "profile: compiled, profiled")
+        result = work()
     finally:
         stats = harness.http_json(server.url + "/speedkit-bench/profile", {"on": False})["stats"]
-    return {"plain": plain, "stats": stats}
+    return result, stats
 
 
 def restart_from_cache(server: Server, overrides: dict) -> dict:
@@ -152,13 +161,14 @@ def profile_hires(server: Server, overrides: dict, runs: int, out: Path) -> dict
     measured = {}
     for label, speedkit in (("stock", STOCK), ("lossless + compiled", COMPILED)):
         plain = workloads.txt2img(server, overrides, speedkit, runs, 2, f"hires profile: {label}")
-        harness.http_json(server.url + "/speedkit-bench/profile", {"on": True, "target": "txt2img"})
-        try:
-            profiled = workloads.txt2img(server, overrides, speedkit, runs, 0, f"hires profile: {label}, profiled")
-        finally:
-            stats = harness.http_json(server.url + "/speedkit-bench/profile", {"on": False})["stats"]
-        slug = "".join(c if c.isalnum() else "-" for c in label)
-        (out / f"hires-profile-{slug}.txt").write_text(stats)
+        profiled, stats = under_profile(
+            server,
+            "txt2img",
+            lambda label=label, speedkit=speedkit: workloads.txt2img(
+                server, overrides, speedkit, runs, 0, f"hires profile: {label}, profiled"
+            ),
+        )
+        (out / f"hires-profile-{workloads.file_slug(label)}.txt").write_text(stats)
         measured[label] = {"seconds": plain["seconds"], "profiled_seconds": profiled["seconds"]}
     return measured
 

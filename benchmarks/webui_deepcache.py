@@ -130,12 +130,12 @@ def images(server: Server, name: str, overrides: dict, configurations: dict, fol
     from lib_speedkit.bench.imagediff import compare
 
     folder.mkdir(parents=True, exist_ok=True)
-    slug = "".join(c if c.isalnum() else "-" for c in name.encode("ascii", "ignore").decode())
+    slug = workloads.file_slug(name)
     shown, claims = {}, {}
     for label, speedkit in configurations.items():
         shown[label], params = image_of(server, overrides, speedkit)
         claims[label] = {k: str(v) for k, v in params.items() if k.startswith("Speedkit")}
-        shown[label].save(folder / f"{slug}-{''.join(c if c.isalnum() else '-' for c in label)}.png")
+        shown[label].save(folder / f"{slug}-{workloads.file_slug(label)}.png")
     return {
         label: {
             "vs_stock": compare(image, shown["stock"]).as_dict(),

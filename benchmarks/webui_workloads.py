@@ -295,6 +295,11 @@ def hires_request(workload_overrides: dict, speedkit) -> dict:
     return {**request, **workload_overrides}
 
 
+def file_slug(name: str) -> str:
+    """`name` as part of a file name: ASCII letters and digits, the rest "-"."""
+    return "".join(c if c.isalnum() else "-" for c in name.encode("ascii", "ignore").decode())
+
+
 def asuka_prompts() -> dict:
     """The Asuka preset's prompt pair as /sdapi/v1/txt2img fields."""
     from lib_speedkit.bench.presets import get_preset
@@ -348,8 +353,7 @@ def sample_images(server: Server, workload: Workload, overrides: dict, folder: P
         answer = harness.http_json(server.url + "/sdapi/v1/txt2img", hires_request(fields, speedkit), timeout=3000)
         images[name], _params = image_and_params(answer)
         folder.mkdir(parents=True, exist_ok=True)
-        slug = "".join(c if c.isalnum() else "-" for c in workload.name.encode("ascii", "ignore").decode())
-        images[name].save(folder / f"{slug}-{name}.png")
+        images[name].save(folder / f"{file_slug(workload.name)}-{name}.png")
     return {
         "stock_pixel_std": float(to_array(images["stock"]).std()),
         "lossless_vs_stock": compare(images["lossless"], images["stock"]).as_dict(),
