@@ -17,13 +17,15 @@ from .undo import SLOTS, Undo
 def _four_d_tensors(unet: torch.nn.Module) -> list[torch.Tensor]:
     """Every 4-D parameter and buffer of `unet`, each once (read from the modules' own tables in one
     walk: `parameters()` and `buffers()` walked the UNet twice, 3.3 ms for an SD1.5 UNet)."""
-    seen, tensors = set(), []
-    for module in module_walk.modules(unet):
-        for tensor in (*module._parameters.values(), *module._buffers.values()):
-            if tensor is not None and tensor.dim() == 4 and id(tensor) not in seen:
-                seen.add(id(tensor))
-                tensors.append(tensor)
-    return tensors
+    found = {  # by identity: a tensor two modules share counts once
+        id(tensor): tensor
+        for module in module_walk.modules(unet)
+        for table in (module._parameters, module._buffers)
+        if table
+        for tensor in table.values()
+        if tensor is not None and tensor.dim() == 4
+    }
+    return list(found.values())
 
 
 def is_channels_last(unet: torch.nn.Module) -> bool:
@@ -80,19 +82,25 @@ STAGING_ALIGN_BYTES = 256
 """Where each tensor's copy starts in a chunk's staging buffer (any dtype's alignment)."""
 
 
-def _staging_views(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
-    """A contiguous copy target per tensor (its shape and dtype), all views of one new byte buffer
-    on their device: one allocation per chunk, where a copy per tensor made one allocation each
-    (most of them from the driver: the WebUI empties torch's cache after every generation)."""
-    offsets, total = [], 0
+def _staged_bytes(tensors: list[torch.Tensor]) -> list[int]:
+    """Where each tensor's copy starts in a staging buffer, then the buffer's size (last entry)."""
+    offsets = [0]
     for tensor in tensors:
-        offsets.append(total)
         nbytes = tensor.numel() * tensor.element_size()
-        total += -(-nbytes // STAGING_ALIGN_BYTES) * STAGING_ALIGN_BYTES
-    buffer = torch.empty(total, dtype=torch.uint8, device=tensors[0].device)
+        offsets.append(offsets[-1] + -(-nbytes // STAGING_ALIGN_BYTES) * STAGING_ALIGN_BYTES)
+    return offsets
+
+
+def _staging_views(tensors: list[torch.Tensor], buffer: torch.Tensor | None = None) -> list[torch.Tensor]:
+    """A contiguous copy target per tensor (its shape and dtype), all views of one byte buffer on
+    their device (`buffer`, or a new one): one allocation, where a copy per tensor made one each
+    (most of them from the driver: the WebUI empties torch's cache after every generation)."""
+    offsets = _staged_bytes(tensors)
+    if buffer is None:
+        buffer = torch.empty(offsets[-1], dtype=torch.uint8, device=tensors[0].device)
     return [
         buffer[offset : offset + tensor.numel() * tensor.element_size()].view(tensor.dtype).view(tensor.shape)
-        for offset, tensor in zip(offsets, tensors, strict=True)
+        for offset, tensor in zip(offsets[:-1], tensors, strict=True)
     ]
 
 
@@ -107,22 +115,27 @@ def _copy_all(targets: list[torch.Tensor], sources: list[torch.Tensor]) -> None:
 
 def _relayout_all(targets: list[tuple[torch.Tensor, tuple[int, ...]]]) -> None:
     """`_relayout` for many tensors, the dense ones (all of a UNet's weights) in three batched
-    steps per device and chunk of at most RELAYOUT_CHUNK_BYTES: their values copied aside into one
-    staging buffer, new strides over the same storage, the values copied back. Per tensor that was
-    three dispatched operations, about 10 ms for an SD1.5 UNet's 98 4-D weights on a GPU, in each
-    direction."""
+    steps per device and chunk of at most RELAYOUT_CHUNK_BYTES: their values copied aside into a
+    staging buffer, new strides over the same storage, the values copied back. One staging buffer
+    per device serves every chunk in turn (the copies queue in order on one stream). Per tensor
+    that was three dispatched operations and an allocation, about 10 ms for an SD1.5 UNet's 98
+    4-D weights on a GPU, in each direction."""
     dense: dict[torch.device, list] = {}
     for tensor, stride in targets:
         if _is_dense(tensor):
             dense.setdefault(tensor.device, []).append((tensor, stride))
         else:
             _relayout(tensor, stride)
-    for chunk in (chunk for pairs in dense.values() for chunk in _chunks(pairs)):
-        staged = _staging_views([tensor for tensor, _ in chunk])
-        _copy_all(staged, [tensor.data for tensor, _ in chunk])
-        for tensor, stride in chunk:
-            tensor.data = tensor.data.as_strided(tensor.shape, stride)
-        _copy_all([tensor.data for tensor, _ in chunk], staged)
+    for device, pairs in dense.items():
+        chunks = _chunks(pairs)
+        size = max(_staged_bytes([tensor for tensor, _ in chunk])[-1] for chunk in chunks)
+        buffer = torch.empty(size, dtype=torch.uint8, device=device)
+        for chunk in chunks:
+            staged = _staging_views([tensor for tensor, _ in chunk], buffer)
+            _copy_all(staged, [tensor.data for tensor, _ in chunk])
+            for tensor, stride in chunk:
+                tensor.data = tensor.data.as_strided(tensor.shape, stride)
+            _copy_all([tensor.data for tensor, _ in chunk], staged)
 
 
 def _channels_last_stride(shape: torch.Size) -> tuple[int, ...]:

@@ -77,9 +77,12 @@ def test_channels_last_keeps_every_weight_s_storage_so_cuda_graphs_stay_valid(un
         assert [p.data_ptr() for p in unet.parameters()] == addresses
 
 
-def test_relayout_in_chunks_keeps_every_value_address_and_negative_zero():
+def test_relayout_in_chunks_keeps_every_value_address_and_negative_zero(monkeypatch):
     from lib_speedkit import memory_format
 
+    allocations = []
+    empty = torch.empty
+    monkeypatch.setattr(torch, "empty", lambda *args, **kwargs: allocations.append(args) or empty(*args, **kwargs))
     tensors = [torch.randn(4, 3, 2, 2) for _ in range(5)]
     tensors[0][0, 0, 0, 0] = -0.0
     before = [(t.clone(), t.data_ptr()) for t in tensors]
@@ -92,6 +95,7 @@ def test_relayout_in_chunks_keeps_every_value_address_and_negative_zero():
         memory_format._relayout_all(targets)
     finally:
         memory_format.RELAYOUT_CHUNK_BYTES = original_limit
+    assert len(allocations) == 1  # one staging buffer serves the three chunks in turn
     for tensor, (values, address) in zip(tensors, before, strict=True):
         assert tensor.is_contiguous(memory_format=torch.channels_last) and tensor.data_ptr() == address
         assert torch.equal(tensor, values)
