@@ -164,24 +164,32 @@ def module_fingerprint(module: torch.nn.Module) -> Fingerprint:
     """
     refs: list[object] = []
     class_keys: dict[type, int] = {}
-    entries = []
-    for name, sub in module_walk.named_modules(module):  # every module's own tensors, class, hooks
-        own_tensors = tuple(
-            (key, tensor.data_ptr(), tuple(tensor.shape), tuple(tensor.stride()), tensor.dtype)
-            for key, tensor in (*sub._parameters.items(), *sub._buffers.items())
-            if tensor is not None
+    entries = [
+        (
+            name,
+            _own_tensors(sub._parameters),
+            _own_tensors(sub._buffers),
+            class_keys.get(type(sub)) or _class_key(type(sub), class_keys, refs),
+            _instance_forward_identity(sub, refs) if "forward" in sub.__dict__ else None,
+            tuple(sub._forward_pre_hooks) if sub._forward_pre_hooks and sub is not module else (),
+            tuple(sub._forward_hooks) if sub._forward_hooks and sub is not module else (),
         )
-        entries.append(
-            (
-                name,
-                own_tensors,
-                _class_key(type(sub), class_keys, refs),
-                _instance_forward_identity(sub, refs),
-                tuple(sub._forward_pre_hooks) if sub is not module else (),
-                tuple(sub._forward_hooks) if sub is not module else (),
-            )
-        )
+        for name, sub in module_walk.named_modules(module)  # every module's own tensors, class, hooks
+    ]
     return Fingerprint(hash(tuple(entries)), refs)
+
+
+def _own_tensors(table: dict) -> tuple:
+    """A module's own parameters or buffers by storage: name, address, shape, strides, dtype."""
+    if not table:
+        return ()
+    return tuple(  # a list comprehension: half the time of a generator here
+        [
+            (key, tensor.data_ptr(), tensor.shape, tensor.stride(), tensor.dtype)
+            for key, tensor in table.items()
+            if tensor is not None
+        ]
+    )
 
 
 PLAIN_VALUES = (int, float, str, bytes, bool, type(None), torch.dtype, torch.device)
