@@ -100,6 +100,7 @@ def generate(preset: BenchPreset, plan: SpeedPlan | None) -> RunMeasurement:
         with closing(p), timed_phases(p) as phases:
             started = time.perf_counter()
             processed = processing.process_images(p)
+            synchronize()  # GPU work still queued (restoring channels-last) belongs to this run
             total = time.perf_counter() - started
     finally:
         restore_options()

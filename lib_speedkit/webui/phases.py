@@ -5,9 +5,10 @@ allocations ask the driver again) and Speedkit's own work (the record's `overhea
 image conversion, infotext and scripts.
 
 `timed_phases` is the bench's alone: it holds the queue lock, so timing the WebUI's functions for
-the length of one generation cannot touch another one. `speedkit_time` times Speedkit's own hooks
-in every generation (the record's `overhead_s`). Each timed stretch synchronises the GPU first, so
-work queued earlier is not billed to it.
+the length of one generation cannot touch another one; each of its stretches synchronises the GPU
+first and last, so work queued earlier is not billed to it. `speedkit_time` times Speedkit's own
+hooks in every generation (the record's `overhead_s`) without synchronising: the host's time, while
+the GPU work they queue (channels-last's copies) runs on beside the next Python.
 """
 
 from __future__ import annotations
@@ -29,14 +30,13 @@ def synchronize() -> None:
 
 @contextmanager
 def speedkit_time(spent: dict[str, float], phase: str) -> Iterator[None]:
-    """Add the seconds of Speedkit's own work in `phase` to `spent` (a record's `overhead_s`): its
-    GPU work included, the WebUI's work queued before it not."""
-    synchronize()
+    """Add the host's seconds of Speedkit's own work in `phase` to `spent` (a record's
+    `overhead_s`). No synchronising: waiting here for the GPU in every generation's hooks stalled
+    the host for work that runs queued (the WebUI's before, channels-last's copies after)."""
     started = time.perf_counter()
     try:
         yield
     finally:
-        synchronize()
         spent[phase] = spent.get(phase, 0.0) + time.perf_counter() - started
 
 
