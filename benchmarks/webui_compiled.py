@@ -11,9 +11,10 @@ channels-last + lean step), lossless + compiled (`compile_unet`); on Asuka 512²
 the guidance cutoff (fraction 0.5: batch-1 shapes in the second half) and, as its own workload,
 with ToMe 0.5 (each against lossless with the same switch). Workloads (--model sd15): Asuka 512²
 Euler 28, Asuka 512² with ToMe, 512² with the LoRA, 512² batch 4, 1024², hires fix 512→1024
-(whole request through /sdapi/v1/txt2img); --model sdxl: SDXL 1024² Euler 20 with and without the
-LoRA. Orders and images as in benchmarks/webui_deepcache.py (which measures): steady, toggle, one
-image per configuration against stock (max pixel difference, PSNR).
+(whole request through /sdapi/v1/txt2img, and without images in the answer); --model sdxl: SDXL
+1024² Euler 20 with and without the LoRA. Orders and images as in benchmarks/webui_deepcache.py
+(which measures): steady, toggle, one image per configuration against stock (max pixel
+difference, PSNR).
 
 Outside sampling: each bench run's phases (POST /speedkit/v1/bench's `phases_s`: conditioning, VAE
 decode, the WebUI's torch_gc, the rest), medians per configuration; end-to-end it/s against
@@ -169,7 +170,11 @@ def profile_hires(server: Server, overrides: dict, runs: int, out: Path) -> dict
             ),
         )
         (out / f"hires-profile-{workloads.file_slug(label)}.txt").write_text(stats)
-        measured[label] = {"seconds": plain["seconds"], "profiled_seconds": profiled["seconds"]}
+        measured[label] = {
+            "seconds": plain["seconds"],
+            "seconds_without_images": plain["seconds_without_images"],
+            "profiled_seconds": profiled["seconds"],
+        }
     return measured
 
 
@@ -177,7 +182,8 @@ def hires_profile_report(measured: dict | None) -> str:
     if not measured:
         return ""
     parts = [
-        f"{label} {workloads.median(m['seconds']):.3f} s (profiled {workloads.median(m['profiled_seconds']):.3f} s)"
+        f"{label} {workloads.median(m['seconds']):.3f} s (profiled {workloads.median(m['profiled_seconds']):.3f} s, "
+        f"without images in the answer {workloads.median(m['seconds_without_images']):.3f} s)"
         for label, m in measured.items()
     ]
     return "\nHires fix 512→1024 requests before profiling: " + "; ".join(parts) + ".\n"

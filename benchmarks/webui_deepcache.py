@@ -226,7 +226,8 @@ def report(results: list[dict]) -> str:
                     f"{faster / stock:.2f} | {faster / lossless:.2f} | "
                     f"{diff.get('max_abs', '')}, {psnr} | {calls_and_captures(record)} | {claims} |"
                 )
-    return "\n".join(lines) + "\n"
+    without_images = "".join(workloads.without_images_line(r) for r in results if "error" not in r)
+    return "\n".join(lines) + "\n" + ("\n" + without_images if without_images else "")
 
 
 def run(ns) -> int:

@@ -10,9 +10,10 @@ attention and feed-forward layer of the UNet and the text encoder) for the LoRA 
 
 Workloads (--model sd15): Asuka 512² (Euler 28, CFG 12, clip skip 2); 512² DPM++ 2M Karras 20;
 512² batch 4; 1024²; 512² with the LoRA in the prompt; hires fix 512→1024 (Latent, denoising 0.5,
-whole request through /sdapi/v1/txt2img); 512² with a UNet hook that copies from the CPU (every
-capture fails: what a failed capture costs). --model sdxl: SDXL 1024², Euler 20, without and
-with a LoRA (UNet layers only).
+whole request through /sdapi/v1/txt2img, each run paired with the same request without images in
+the answer: `seconds_without_images`, the generation without the API's PNG encoding); 512² with a
+UNet hook that copies from the CPU (every capture fails: what a failed capture costs).
+--model sdxl: SDXL 1024², Euler 20, without and with a LoRA (UNet layers only).
 
 Configurations: stock = Speedkit off with Settings → Optimizations "sdp - scaled dot product";
 lossless = Speedkit on with CUDA graph + channels-last + lean step (the "Lossless" mode's switches).
@@ -317,22 +318,31 @@ def image_and_params(answer: dict) -> tuple:
 
 
 def txt2img(server: Server, overrides: dict, speedkit, runs: int, warmup: int, label: str) -> dict:
-    """Hires fix through the WebUI's own API: whole-request seconds as a user waits for them."""
+    """Hires fix through the WebUI's own API: whole-request seconds as a user waits for them, each
+    timed run paired with the same request without images in the answer (`send_images` false:
+    the generation without the API's PNG encoding and base64 of the image, which the WebUI does on
+    the CPU after the generation, the same work whatever generated the image)."""
     from lib_speedkit.bench.imagediff import image_digest
 
     request = hires_request({**asuka_prompts(), **overrides}, speedkit)
-    measured = {"seconds": [], "digests": [], "claims": []}
+    measured = {"seconds": [], "seconds_without_images": [], "digests": [], "claims": []}
     for index in range(warmup + runs):
-        started = time.perf_counter()
-        answer = harness.http_json(server.url + "/sdapi/v1/txt2img", request, timeout=3000)
-        seconds = time.perf_counter() - started
+        seconds, answer = timed_request(server, request)
         if index < warmup:
             continue
         image, params = image_and_params(answer)
         measured["seconds"].append(seconds)
+        measured["seconds_without_images"].append(timed_request(server, {**request, "send_images": False})[0])
         measured["digests"].append(image_digest(image))
         measured["claims"].append({k: v for k, v in params.items() if k.startswith("Speedkit")})
     return measured
+
+
+def timed_request(server: Server, request: dict) -> tuple[float, dict]:
+    """(seconds, answer) of one /sdapi/v1/txt2img request."""
+    started = time.perf_counter()
+    answer = harness.http_json(server.url + "/sdapi/v1/txt2img", request, timeout=3000)
+    return time.perf_counter() - started, answer
 
 
 def txt2img_fields(overrides: dict) -> dict:
@@ -483,6 +493,20 @@ def paired_line(result: dict) -> str:
     return f"- {result['workload']}: paired with stock round by round: {', '.join(parts)}\n"
 
 
+def without_images_line(result: dict) -> str:
+    """Hires requests without images in the answer: median seconds and × stock per configuration."""
+    steady = result.get("steady") or {}
+    seconds = {name: median(record.get("seconds_without_images") or []) for name, record in steady.items()}
+    stock = seconds.get("stock")
+    if not stock:
+        return ""
+    parts = [f"{name} {value:.3f} s ({stock / value:.2f}×)" for name, value in seconds.items() if value]
+    return (
+        f"- {result['workload']}: the same requests without images in the answer (send_images false): "
+        f"{', '.join(parts)}\n"
+    )
+
+
 def image_line(result: dict) -> str:
     images = result.get("images")
     if not images:
@@ -558,6 +582,7 @@ def run(ns) -> int:
         paired = "".join(paired_line(record) for record in result["workloads"] if "error" not in record)
         report = markdown(result["workloads"]) + after_lora_markdown(result["workloads"])
         report += "\nToggle order, paired ratios:\n" + paired if paired else ""
+        report += "".join(without_images_line(record) for record in result["workloads"] if "error" not in record)
         images = "\nOne image per configuration (images/):\n" + images if images else ""
         stop_and_save(server, out, result, report + images)
     return 1 if result["errors"] else 0
