@@ -159,8 +159,7 @@ def apply_channels_last(unet: torch.nn.Module, enabled: bool = True) -> Undo:
         [
             (tensor, _channels_last_stride(tensor.shape))
             for tensor, stride in previous
-            if _channels_last_stride(tensor.shape) != stride
-            and not tensor.is_contiguous(memory_format=torch.channels_last)
+            if _needs_channels_last(tensor, stride)
         ]
     )
     hook = unet.register_forward_pre_hook(_input_to_channels_last)
