@@ -22,10 +22,10 @@ API args: [fail_after_unet_calls (-1 = never), kind]. Kinds:
   "cpu-graphs-copy-1" only captures of calls with a batch of 1 (without the negative prompt) fail;
   "cpu-compile"    CPU graphs, and a compiler that hands the forward back unchanged (inductor
                    needs a GPU) and counts what it was given ("Speedkit test compiled");
-  "cpu-compile-fails" the same, with compiled forwards that fail as torch.compile fails.
-  "vae-wrapped"    the VAE decoder's forward wrapped on the instance for the generation (a tiled VAE);
+  "cpu-compile-fails" the same, with compiled forwards that fail as torch.compile fails;
   "cpu-compile-slow" the same, with a first call per shape that takes until 2 s after the user
-                   interrupts (at most 32 s), reported in the progress text as the WebUI's compiler does.
+                   interrupts (at most 32 s), reported in the progress text as the WebUI's compiler does;
+  "vae-wrapped"    the VAE decoder's forward wrapped on the instance for the generation (a tiled VAE).
 """
 
 import sys
