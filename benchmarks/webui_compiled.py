@@ -165,8 +165,8 @@ def profile_hires(server: Server, overrides: dict, runs: int, out: Path) -> dict
         profiled, stats = under_profile(
             server,
             "txt2img",
-            lambda label=label, speedkit=speedkit: workloads.txt2img(
-                server, overrides, speedkit, runs, 0, f"hires profile: {label}, profiled"
+            lambda label=label, speedkit=speedkit: workloads.txt2img(  # only the `runs` requests it names
+                server, overrides, speedkit, runs, 0, f"hires profile: {label}, profiled", without_images=False
             ),
         )
         (out / f"hires-profile-{workloads.file_slug(label)}.txt").write_text(stats)

@@ -317,11 +317,13 @@ def image_and_params(answer: dict) -> tuple:
     return image, json.loads(answer["info"])["extra_generation_params"]
 
 
-def txt2img(server: Server, overrides: dict, speedkit, runs: int, warmup: int, label: str) -> dict:
+def txt2img(
+    server: Server, overrides: dict, speedkit, runs: int, warmup: int, label: str, without_images: bool = True
+) -> dict:
     """Hires fix through the WebUI's own API: whole-request seconds as a user waits for them, each
-    timed run paired with the same request without images in the answer (`send_images` false:
-    the generation without the API's PNG encoding and base64 of the image, which the WebUI does on
-    the CPU after the generation, the same work whatever generated the image)."""
+    timed run paired (`without_images`) with the same request without images in the answer
+    (`send_images` false: the generation without the API's PNG encoding and base64 of the image,
+    which the WebUI does on the CPU after the generation, the same work whatever generated it)."""
     from lib_speedkit.bench.imagediff import image_digest
 
     request = hires_request({**asuka_prompts(), **overrides}, speedkit)
@@ -332,7 +334,8 @@ def txt2img(server: Server, overrides: dict, speedkit, runs: int, warmup: int, l
             continue
         image, params = image_and_params(answer)
         measured["seconds"].append(seconds)
-        measured["seconds_without_images"].append(timed_request(server, {**request, "send_images": False})[0])
+        if without_images:
+            measured["seconds_without_images"].append(timed_request(server, {**request, "send_images": False})[0])
         measured["digests"].append(image_digest(image))
         measured["claims"].append({k: v for k, v in params.items() if k.startswith("Speedkit")})
     return measured

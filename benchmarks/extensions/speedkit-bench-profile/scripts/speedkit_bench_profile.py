@@ -3,9 +3,8 @@
 It profiles a generation's host time with cProfile, in one of two places:
 
   "hooks"    Speedkit's own generation hooks (lib_speedkit.webui.hooks: activate, before/after
-             each sampling pass, finish): where the record's `overhead_s` goes. The hooks time
-             themselves with a GPU synchronise at both ends, so GPU work they queue shows as
-             `torch.cuda.synchronize`.
+             each sampling pass, finish): where the record's `overhead_s` goes (host time: the
+             hooks do not wait for the GPU work they queue).
   "txt2img"  what /sdapi/v1/txt2img runs: `process_images` (the whole generation) and the
              answer's PNG + base64 encoding (`encode_pil_to_base64`): where a hires-fix request's
              time goes outside the GPU's work. GPU waits show where the host blocks on the GPU.
